@@ -1,0 +1,60 @@
+"""Encoders for EventSub WebSocket frames; each returns the UTF-8 JSON bytes to send."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from .clock import rfc3339_now
+from .state import Subscription
+
+
+def _metadata(message_type: str) -> dict[str, Any]:
+    return {
+        "message_id": str(uuid.uuid4()),
+        "message_type": message_type,
+        "message_timestamp": rfc3339_now(),
+    }
+
+
+def welcome(session_id: str, connected_at: str, keepalive_s: int) -> bytes:
+    session = {
+        "id": session_id,
+        "status": "connected",
+        "connected_at": connected_at,
+        "keepalive_timeout_seconds": keepalive_s,
+        "reconnect_url": None,
+    }
+    return orjson.dumps({"metadata": _metadata("session_welcome"), "payload": {"session": session}})
+
+
+def keepalive() -> bytes:
+    return orjson.dumps({"metadata": _metadata("session_keepalive"), "payload": {}})
+
+
+def reconnect(session_id: str, connected_at: str, reconnect_url: str) -> bytes:
+    session = {
+        "id": session_id,
+        "status": "reconnecting",
+        "keepalive_timeout_seconds": None,
+        "reconnect_url": reconnect_url,
+        "connected_at": connected_at,
+    }
+    return orjson.dumps({"metadata": _metadata("session_reconnect"), "payload": {"session": session}})
+
+
+def notification(subscription: Subscription, event: dict[str, Any]) -> bytes:
+    metadata = _metadata("notification")
+    metadata["subscription_type"] = subscription.type
+    metadata["subscription_version"] = subscription.version
+    payload = {"subscription": subscription.to_wire(), "event": event}
+    return orjson.dumps({"metadata": metadata, "payload": payload})
+
+
+def revocation(subscription: Subscription) -> bytes:
+    metadata = _metadata("revocation")
+    metadata["subscription_type"] = subscription.type
+    metadata["subscription_version"] = subscription.version
+    return orjson.dumps({"metadata": metadata, "payload": {"subscription": subscription.to_wire()}})

@@ -1,0 +1,166 @@
+"""Load generator: notifications for the enabled conduit subscriptions at a fixed rate."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import time
+from typing import Any
+
+from . import frames, payloads
+from .routing import Router
+from .sessions import Session
+from .state import EmulatorState, Shard, Subscription
+
+logger = logging.getLogger(__name__)
+
+# Events built between two yields to the event loop, and how often (real seconds) the
+# list of enabled subscriptions is read again.
+MAX_BATCH = 2000
+SUBSCRIPTION_REFRESH_S = 0.05
+
+
+@dataclasses.dataclass(kw_only=True)
+class GeneratorConfig:
+    rate: float
+    count: int | None = None
+    duration_s: float | None = None
+    types: frozenset[str] | None = None
+    duplicate_ratio: float = 0.0
+    duplicate_other_shard_ratio: float = 0.5
+    chat_text_bytes: int | None = None
+
+
+class GeneratorRun:
+    """One generator run; ``sent`` counts unique notifications, dropped ones included."""
+
+    def __init__(self, run_id: str, config: GeneratorConfig, state: EmulatorState, router: Router) -> None:
+        self.id = run_id
+        self.config = config
+        self.state = state
+        self.router = router
+        self.sent = 0
+        self.duplicates = 0
+        self.dropped_disabled = 0
+        self.done = False
+        self.stop_reason: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._subscriptions: list[Subscription] = []
+        self._refreshed_at = 0.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "done": self.done,
+            "sent": self.sent,
+            "duplicates": self.duplicates,
+            "dropped_disabled": self.dropped_disabled,
+            "stop_reason": self.stop_reason,
+        }
+
+    async def run(self) -> None:
+        logger.info("generator %s started at %.1f events/s", self.id, self.config.rate)
+        try:
+            self.stop_reason = await self._loop()
+        except asyncio.CancelledError:
+            self.stop_reason = "stopped"
+            raise
+        finally:
+            self.done = True
+            logger.info("generator %s finished (%s): %d sent", self.id, self.stop_reason, self.sent)
+
+    async def _loop(self) -> str:
+        config = self.config
+        started = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - started
+            if config.duration_s is not None and elapsed >= config.duration_s:
+                return "duration reached"
+            if config.count is not None and self.sent >= config.count:
+                return "count reached"
+            due = int(elapsed * config.rate) + 1 - self.sent
+            if config.count is not None:
+                due = min(due, config.count - self.sent)
+            if due <= 0:
+                await asyncio.sleep(max(0.0005, self.sent / config.rate - elapsed))
+                continue
+            subscriptions = self._current_subscriptions()
+            if not subscriptions:
+                return "no enabled conduit subscriptions"
+            await self._send_batch(subscriptions, min(due, MAX_BATCH))
+            await asyncio.sleep(0)
+
+    def _current_subscriptions(self) -> list[Subscription]:
+        now = time.monotonic()
+        if now - self._refreshed_at >= SUBSCRIPTION_REFRESH_S:
+            self._subscriptions = self.state.enabled_conduit_subscriptions(self.config.types)
+            self._refreshed_at = now
+        return self._subscriptions
+
+    async def _send_batch(self, subscriptions: list[Subscription], size: int) -> None:
+        """Build ``size`` frames, group them per session, then write each session's frames in a row."""
+        rng = self.state.rng
+        options = {"chat_text_bytes": self.config.chat_text_bytes}
+        outgoing: dict[Session, list[tuple[Shard, bytes]]] = {}
+        for _ in range(size):
+            subscription = rng.choice(subscriptions)
+            self.sent += 1
+            self.state.counters.sent += 1
+            target = self.router.pick(subscription)
+            if target is None:
+                self.dropped_disabled += 1
+                continue
+            data = frames.notification(subscription, payloads.build_event(subscription, rng, options))
+            outgoing.setdefault(target[0], []).append((target[1], data))
+            if self.config.duplicate_ratio and rng.random() < self.config.duplicate_ratio:
+                self._add_duplicate(subscription, target, data, outgoing)
+        for session, items in outgoing.items():
+            for shard, data in items:
+                await self.router.deliver(session, shard, data)
+
+    def _add_duplicate(
+        self, subscription: Subscription, target: tuple[Session, Shard], data: bytes,
+        outgoing: dict[Session, list[tuple[Shard, bytes]]],
+    ) -> None:
+        self.duplicates += 1
+        self.state.counters.duplicates_injected += 1
+        duplicate_target = target
+        if self.state.rng.random() < self.config.duplicate_other_shard_ratio:
+            duplicate_target = self._other_enabled_target(subscription, target[0]) or target
+        outgoing.setdefault(duplicate_target[0], []).append((duplicate_target[1], data))
+
+    def _other_enabled_target(self, subscription: Subscription, session: Session) -> tuple[Session, Shard] | None:
+        conduit = self.state.conduits.get(subscription.conduit_id or "")
+        if conduit is None:
+            return None
+        candidates = []
+        for shard in conduit.shards:
+            other = self.router.enabled_session(shard)
+            if other is not None and other is not session:
+                candidates.append((other, shard))
+        return self.state.rng.choice(candidates) if candidates else None
+
+
+class GeneratorRegistry:
+    def __init__(self, state: EmulatorState, router: Router) -> None:
+        self.state = state
+        self.router = router
+        self.runs: dict[str, GeneratorRun] = {}
+        self._ids = itertools.count(1)
+
+    def start(self, config: GeneratorConfig) -> GeneratorRun:
+        run = GeneratorRun(f"gen-{next(self._ids)}", config, self.state, self.router)
+        run.task = asyncio.create_task(run.run(), name=f"generator {run.id}")
+        self.runs[run.id] = run
+        return run
+
+    async def stop(self, run: GeneratorRun) -> None:
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+            await asyncio.gather(run.task, return_exceptions=True)
+
+    async def stop_all(self) -> None:
+        for run in list(self.runs.values()):
+            await self.stop(run)

@@ -1,0 +1,130 @@
+"""Notification routing: channel hash to shard, one retry on another shard, else drop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from . import frames
+from .clock import rfc3339_now
+from .sessions import Session, SessionManager
+from .state import ENABLED, Conduit, EmulatorState, Shard, Subscription
+
+logger = logging.getLogger(__name__)
+
+SHARD_DISABLED_TYPE = "conduit.shard.disabled"
+
+
+class Router:
+    """Choose the session for a conduit subscription's notification and count the outcome."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+        self.counters = state.counters
+        self.manager: SessionManager | None = None
+
+    def enabled_session(self, shard: Shard) -> Session | None:
+        if shard.status != ENABLED or shard.session_id is None:
+            return None
+        return self.state.sessions.get(shard.session_id)
+
+    def pick(self, subscription: Subscription, count_drop: bool = True) -> tuple[Session, Shard] | None:
+        """Return the target (session, shard), or None after counting a drop.
+
+        Twitch hashes the channel id to a shard, retries a disabled shard's notification
+        once on one other shard, and drops it if that shard is disabled too
+        (Handling conduit events page). The hash here is crc32 of the routing key.
+        """
+        conduit = self.state.conduits.get(subscription.conduit_id or "")
+        if conduit is None or not conduit.shards:
+            if count_drop:
+                self.counters.dropped_disabled += 1
+            return None
+        shards = conduit.shards
+        index = subscription.route_hash % len(shards)
+        first = shards[index]
+        session = self.enabled_session(first)
+        if session is not None:
+            return session, first
+        if len(shards) > 1:
+            other_index = self.state.rng.randrange(len(shards) - 1)
+            if other_index >= index:
+                other_index += 1
+            other = shards[other_index]
+            session = self.enabled_session(other)
+            if session is not None:
+                self.counters.retried_other_shard += 1
+                return session, other
+        if count_drop:
+            self.counters.dropped_disabled += 1
+            self.counters.per_shard_dropped[first.id] += 1
+        return None
+
+    async def deliver(self, session: Session, shard: Shard, data: bytes) -> bool:
+        sent = await session.send_tracked(data)
+        if sent:
+            self.counters.delivered += 1
+            self.counters.per_shard_delivered[shard.id] += 1
+        return sent
+
+    async def notify(self, subscription: Subscription, event: dict[str, Any]) -> bool:
+        """Send one notification for ``subscription``; return False when it was dropped."""
+        self.counters.sent += 1
+        target = self.pick(subscription)
+        if target is None:
+            return False
+        return await self.deliver(target[0], target[1], frames.notification(subscription, event))
+
+    async def revoke(self, subscription: Subscription) -> bool:
+        """Send a revocation frame for ``subscription`` whose status was already changed."""
+        if subscription.conduit_id is None:
+            return False
+        target = self.pick(subscription, count_drop=False)
+        if target is None:
+            return False
+        sent = await target[0].send_tracked(frames.revocation(subscription))
+        if sent:
+            self.counters.revocations_sent += 1
+        return sent
+
+    def on_shards_disabled(self, shards: list[Shard]) -> None:
+        """Schedule conduit.shard.disabled notifications for shards that just lost their socket."""
+        if self.manager is None:
+            return
+        for shard in shards:
+            conduit = self.state.conduits.get(shard.conduit_id)
+            if conduit is None:
+                continue
+            subscriptions = self._shard_disabled_subscriptions(conduit)
+            if subscriptions:
+                self.manager.spawn(
+                    self._notify_shard_disabled(subscriptions, shard),
+                    name=f"conduit {conduit.id} shard {shard.id} disabled",
+                )
+
+    def _shard_disabled_subscriptions(self, conduit: Conduit) -> list[Subscription]:
+        return [
+            subscription
+            for subscription in self.state.subscriptions.values()
+            if subscription.type == SHARD_DISABLED_TYPE
+            and subscription.status == ENABLED
+            and subscription.condition.get("client_id") == conduit.client_id
+            and subscription.condition.get("conduit_id", conduit.id) == conduit.id
+        ]
+
+    async def _notify_shard_disabled(self, subscriptions: list[Subscription], shard: Shard) -> None:
+        transport = {
+            "method": "websocket",
+            "session_id": shard.session_id,
+            "connected_at": shard.connected_at,
+            "disconnected_at": shard.disconnected_at or rfc3339_now(),
+        }
+        event = {
+            "conduit_id": shard.conduit_id,
+            "shard_id": shard.id,
+            "status": shard.status,
+            "transport": transport,
+        }
+        for subscription in subscriptions:
+            await self.notify(subscription, event)
