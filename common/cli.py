@@ -1,0 +1,254 @@
+"""The `conduit-fleet` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from .errors import FleetError, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except (SettingsError, FleetError, ValueError) as exc:
+        print(f"conduit-fleet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="conduit-fleet", description="Run Twitch EventSub conduits as a worker fleet.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    emulator = commands.add_parser("emulator", help="run the local Twitch emulator (EMULATOR_* settings)")
+    emulator.add_argument("--port", type=int, help="port to listen on (default EMULATOR_PORT or 8090)")
+    emulator.add_argument("--time-scale", type=float, help="multiplies every Twitch timer (default 1.0)")
+    emulator.set_defaults(handler=_run_emulator)
+
+    coordinator = commands.add_parser("coordinator", help="run a coordinator replica (CF_* settings)")
+    coordinator.set_defaults(handler=_run_coordinator)
+
+    worker = commands.add_parser("worker", help="run a shard worker (CF_* settings)")
+    worker.set_defaults(handler=_run_worker)
+
+    channels = commands.add_parser("channels", help="edit the desired channels")
+    channel_commands = channels.add_subparsers(title="channel commands", metavar="ACTION")
+    add = channel_commands.add_parser("add", help="add or update channels")
+    add.add_argument("broadcaster_ids", nargs="+", help="numeric Twitch user ids")
+    add.add_argument("--types", default="", help="event types as type:version,... (default CF_DEFAULT_EVENT_TYPES)")
+    add.add_argument("--login", default="", help="login name (only with one id)")
+    add.add_argument("--mode", default="conduit", choices=("websocket", "both", "conduit"), help="transport mode")
+    add.set_defaults(handler=_channels_add)
+    remove = channel_commands.add_parser("remove", help="remove channels")
+    remove.add_argument("broadcaster_ids", nargs="+")
+    remove.set_defaults(handler=_channels_remove)
+    listing = channel_commands.add_parser("list", help="list channels")
+    listing.set_defaults(handler=_channels_list)
+    load = channel_commands.add_parser("import", help="import channels from CSV or JSON lines")
+    load.add_argument("file", type=Path)
+    load.set_defaults(handler=_channels_import)
+
+    status = commands.add_parser("status", help="show conduit stats, workers and shards")
+    status.set_defaults(handler=_status)
+
+    tail = commands.add_parser("tail", help="print the newest stream entries")
+    tail.add_argument("--count", type=int, default=10, help="entries to print (default 10)")
+    tail.set_defaults(handler=_tail)
+
+    settings = commands.add_parser("settings", help="print the settings in effect (secrets hidden)")
+    settings.add_argument("--markdown", action="store_true", help="print the settings table for the README")
+    settings.set_defaults(handler=_settings)
+
+    from .dev import add_dev_parser
+    add_dev_parser(commands)
+    return parser
+
+
+def run_until_signal(runner) -> int:
+    """Run `runner(settings, stop)` until SIGTERM or SIGINT sets `stop`."""
+    from .log import setup_logging
+    from .settings import Settings
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings.log_format)
+
+    async def body() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runner(settings, stop)
+
+    asyncio.run(body())
+    return 0
+
+
+def _run_emulator(args) -> int:
+    import dataclasses
+    import logging
+
+    from emulator import EmulatorSettings, serve
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    settings = EmulatorSettings.from_env()
+    if args.port is not None:
+        settings = dataclasses.replace(settings, port=args.port)
+    if args.time_scale is not None:
+        settings = dataclasses.replace(settings, time_scale=args.time_scale)
+
+    async def body() -> None:
+        task = asyncio.create_task(serve(settings))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+    asyncio.run(body())
+    return 0
+
+
+def _run_coordinator(args) -> int:
+    from coordinator import run_coordinator
+    return run_until_signal(run_coordinator)
+
+
+def _run_worker(args) -> int:
+    from shard_worker import run_worker
+    return run_until_signal(run_worker)
+
+
+def _with_redis(body):
+    from .keys import Keys
+    from .redisconn import control_redis
+    from .settings import Settings
+
+    settings = Settings.from_env()
+
+    async def run():
+        client = control_redis(settings)
+        try:
+            return await body(settings, client, Keys(settings.key_prefix))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(run())
+
+
+def _channels_add(args) -> int:
+    from .channels import ChannelStore, make_channel
+    types = [t for t in args.types.split(",") if t.strip()]
+    if args.login and len(args.broadcaster_ids) > 1:
+        raise ValueError("--login names one channel: pass a single broadcaster id with it")
+    channels = [make_channel(b, login=args.login, types=types, transport_mode=args.mode) for b in args.broadcaster_ids]
+
+    async def body(settings, client, keys):
+        count = await ChannelStore(client, keys).add(channels)
+        print(f"stored {count} channels")
+    _with_redis(body)
+    return 0
+
+
+def _channels_remove(args) -> int:
+    from .channels import ChannelStore
+
+    async def body(settings, client, keys):
+        count = await ChannelStore(client, keys).remove(args.broadcaster_ids)
+        print(f"removed {count} channels")
+    _with_redis(body)
+    return 0
+
+
+def _channels_list(args) -> int:
+    from .channels import ChannelStore
+
+    async def body(settings, client, keys):
+        for channel in await ChannelStore(client, keys).list():
+            types = ",".join(channel.types) or "(defaults)"
+            print(f"{channel.broadcaster_user_id}\t{channel.login or '-'}\t{channel.transport_mode}\t{types}")
+    _with_redis(body)
+    return 0
+
+
+def _channels_import(args) -> int:
+    from .channels import ChannelStore, parse_file
+    if not args.file.is_file():
+        raise ValueError(f"file not found: {args.file}")
+    channels = parse_file(args.file)
+
+    async def body(settings, client, keys):
+        count = await ChannelStore(client, keys).add(channels)
+        print(f"imported {count} channels from {args.file}")
+    _with_redis(body)
+    return 0
+
+
+def _status(args) -> int:
+    import orjson
+
+    async def body(settings, client, keys):
+        stats = await client.get(keys.stats)
+        print("stats:", orjson.loads(stats) if stats else "none yet (is a coordinator running?)")
+        workers = await client.zrange(keys.workers, 0, -1)
+        assignment = await client.hgetall(keys.assignment)
+        print(f"workers: {len(workers)}")
+        for worker in workers:
+            count = sum(1 for owner in assignment.values() if owner == worker)
+            print(f"  {worker.decode()}: {count} shards")
+        leader = await client.get(keys.leader)
+        epoch = await client.get(keys.leader_epoch)
+        print(f"leader: {leader.decode() if leader else 'none'} (epoch {int(epoch or 0)})")
+    _with_redis(body)
+    return 0
+
+
+def _tail(args) -> int:
+    from .redisconn import events_redis
+    from .keys import Keys
+    from .settings import Settings
+
+    settings = Settings.from_env()
+
+    async def run():
+        client = events_redis(settings)
+        keys = Keys(settings.key_prefix)
+        entries = []
+        try:
+            for partition in range(settings.stream_partitions):
+                for entry_id, fields in await client.xrevrange(keys.events(partition), count=args.count):
+                    entries.append((entry_id, fields))
+        finally:
+            await client.aclose()
+        entries.sort(key=lambda item: tuple(int(part) for part in item[0].split(b"-")), reverse=True)
+        for entry_id, fields in reversed(entries[: args.count]):
+            shown = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+            print(entry_id.decode(), shown.get("type"), shown.get("broadcaster_user_id"), shown.get("event", "")[:160])
+
+    asyncio.run(run())
+    return 0
+
+
+def _settings(args) -> int:
+    from .settings import Settings, settings_table
+    if args.markdown:
+        print(settings_table())
+        return 0
+    for name, value in Settings.from_env().redacted().items():
+        print(f"{name} = {value!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

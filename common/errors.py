@@ -1,0 +1,76 @@
+"""The exception tree of conduit-fleet.
+
+    FleetError
+    ├── SettingsError          a setting has an invalid value
+    ├── RedisUnavailable       Redis could not be reached
+    ├── TokenError             the app token could not be obtained or renewed
+    └── HelixError             a Helix call failed (carries status, retryable)
+        ├── Unauthorized       401 after one token renewal
+        ├── RateLimited        429 with Ratelimit-Remaining 0
+        ├── LimitReached       429 that is a limit (conduits, cost, same type+condition)
+        ├── ConduitNotFound    404 on a conduit endpoint: the conduit is gone
+        └── Conflict           409: the subscription already exists
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Base class of every error conduit-fleet raises on purpose."""
+
+
+class SettingsError(FleetError, ValueError):
+    """Raised when an environment variable holds an invalid value."""
+
+
+class RedisUnavailable(FleetError):
+    """Raised when Redis refuses or drops connections."""
+
+
+class TokenError(FleetError):
+    """Raised when the app access token cannot be obtained or renewed."""
+
+
+class HelixError(FleetError):
+    """Raised when a Helix call fails; `retryable` tells whether trying again may help."""
+
+    retryable = False
+
+    def __init__(self, status: int, message: str, *, method: str = "", path: str = "") -> None:
+        self.status = status
+        self.message = message
+        self.method = method
+        self.path = path
+        super().__init__(f"Helix {method} {path} failed with {status}: {message}")
+
+
+class ServerError(HelixError):
+    """Raised for 5xx answers and network errors after the retries ran out."""
+
+    retryable = True
+
+
+class Unauthorized(HelixError):
+    """Raised when Helix rejects the token even after one renewal."""
+
+
+class RateLimited(HelixError):
+    """Raised for a real rate limit (429 with Ratelimit-Remaining 0) when waiting is not allowed."""
+
+    retryable = True
+
+    def __init__(self, *args, reset_at_s: float = 0.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reset_at_s = reset_at_s
+
+
+class LimitReached(HelixError):
+    """Raised for a 429 that is a limit (conduit count, cost, same type and condition), not a rate limit."""
+
+
+class ConduitNotFound(HelixError):
+    """Raised when a conduit endpoint answers 404: the conduit no longer exists."""
+
+
+class Conflict(HelixError):
+    """Raised when Create EventSub Subscription answers 409: the subscription exists."""

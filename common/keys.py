@@ -1,0 +1,124 @@
+"""Every Redis key name and Lua script the fleet uses, in one place.
+
+Event streams, their dedup claims and their counters carry the partition in a hash tag (`{3}`), so a
+partition's keys share one Redis Cluster slot and one Lua script may touch all of them.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+
+class Keys:
+    """Redis key names under one prefix (default `cf:`)."""
+
+    def __init__(self, prefix: str = "cf:") -> None:
+        self.prefix = prefix
+        self.leader = f"{prefix}leader"
+        self.leader_epoch = f"{prefix}leader:epoch"
+        self.token = f"{prefix}token:app"
+        self.token_lock = f"{prefix}token:lock"
+        self.conduit = f"{prefix}conduit"
+        self.workers = f"{prefix}workers"
+        self.assignment = f"{prefix}assignment"
+        self.shards = f"{prefix}shards"
+        self.channels = f"{prefix}channels"
+        self.subscriptions = f"{prefix}subscriptions"
+        self.stats = f"{prefix}stats"
+        self.alerts = f"{prefix}alerts"
+        self.arq_queue = f"{prefix}arq:queue"
+        self.assignment_channel = f"{prefix}assignment:changed"
+        self.channels_channel = f"{prefix}channels:changed"
+        self.workers_channel = f"{prefix}workers:changed"
+
+    def worker_info(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    def bind_results_channel(self, worker_id: str) -> str:
+        return f"{self.prefix}bind-results:{worker_id}"
+
+    def worker_commands_channel(self, worker_id: str) -> str:
+        return f"{self.prefix}worker-commands:{worker_id}"
+
+    def events(self, partition: int) -> str:
+        return f"{self.prefix}events:{{{partition}}}"
+
+    def dedup(self, partition: int, dedup_id: str) -> str:
+        return f"{self.prefix}dedup:{{{partition}}}:{dedup_id}"
+
+    def counters(self, partition: int) -> str:
+        return f"{self.prefix}counters:{{{partition}}}"
+
+
+def partition_of(broadcaster_id: str, partitions: int) -> int:
+    """Return the stream partition of a broadcaster: a stable hash, the same in every process."""
+    return zlib.crc32(broadcaster_id.encode()) % partitions
+
+
+# KEYS: stream, counters, then one dedup key per event.
+# ARGV: dedup ttl (s), stream maxlen, field count per event, then each event's field/value pairs.
+# The claim and the XADD run in one script, so a crash can neither publish an event twice nor
+# claim it without publishing it.
+PUBLISH_EVENTS = """
+local ttl = tonumber(ARGV[1])
+local maxlen = ARGV[2]
+local width = tonumber(ARGV[3])
+local published, duplicates = 0, 0
+for i = 3, #KEYS do
+  local first = 4 + (i - 3) * width
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, first + width - 1))
+    published = published + 1
+  else
+    duplicates = duplicates + 1
+  end
+end
+if published > 0 then redis.call('HINCRBY', KEYS[2], 'published', published) end
+if duplicates > 0 then redis.call('HINCRBY', KEYS[2], 'duplicates', duplicates) end
+return {published, duplicates}
+"""
+
+# KEYS: leader, epoch. ARGV: owner id, lease (ms). Returns the new epoch, or 0 when another owns it.
+ACQUIRE_LEADER = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+
+# KEYS: leader, epoch. ARGV: owner id, lease (ms), epoch. Returns 1 when renewed, 0 when lost.
+RENEW_LEADER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: leader, epoch. ARGV: owner id, epoch. Deletes the lease only if it is still ours.
+RELEASE_LEADER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: epoch, hash. ARGV: epoch, pub/sub channel ('' for none), count of field/value pairs to
+# set, the pairs, then the fields to delete.
+# A deposed leader's epoch no longer matches, so its writes are rejected with an error.
+FENCED_HASH_UPDATE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('STALE_EPOCH current epoch is ' .. tostring(redis.call('GET', KEYS[1])))
+end
+local pairs_count = tonumber(ARGV[3])
+local last_pair = 3 + pairs_count * 2
+-- unpack() is limited to a few thousand values, so large updates go in chunks.
+for first = 4, last_pair, 2000 do
+  redis.call('HSET', KEYS[2], unpack(ARGV, first, math.min(first + 1999, last_pair)))
+end
+for first = last_pair + 1, #ARGV, 2000 do
+  redis.call('HDEL', KEYS[2], unpack(ARGV, first, math.min(first + 1999, #ARGV)))
+end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+return pairs_count
+"""

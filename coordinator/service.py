@@ -1,0 +1,187 @@
+"""The coordinator process: leader election, leader-only loops, and the HTTP API on every replica."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+import aiohttp
+import msgspec
+import redis.asyncio as redis
+import redis.exceptions
+from aiohttp import web
+from arq import Worker as ArqWorker, create_pool
+from arq.connections import RedisSettings
+
+from common.errors import FleetError
+from common.helix import HelixClient
+from common.keys import Keys
+from common.redisconn import control_redis
+from common.settings import Settings
+from common.token import AppTokenManager
+from .assignment import AssignmentLoop
+from .binder import BindBatcher, bind_shard
+from .conduit import ConduitManager
+from .fence import Deposed, Fence
+from .health import ShardHealth
+from .http import create_api
+from .leader import LeaderLease
+from .reconciler import Reconciler
+from .stats import StatsPublisher
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    """One coordinator replica; only the elected leader runs the control loops."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.owner_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._leader_tasks: list[asyncio.Task] = []
+        self._arq_worker: ArqWorker | None = None
+        self.conduit: ConduitManager | None = None
+        self.reconciler: Reconciler | None = None
+        self.assignment: AssignmentLoop | None = None
+        self.batcher: BindBatcher | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.redis = control_redis(settings)
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self.tokens = AppTokenManager(settings, self.redis, self.http)
+        self.helix = HelixClient(settings, self.tokens, self.http)
+        self.lease = LeaderLease(settings, self.redis, self.owner_id)
+        app = create_api(settings, self.redis, self.status)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.http_host, settings.http_port)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1] if self._runner.addresses else settings.http_port
+        self._lease_task = asyncio.create_task(self.lease.run(self._on_elected, self._on_deposed), name="leader lease")
+        log.info("coordinator %s started; HTTP API on %s:%s", self.owner_id, settings.http_host, self.http_port)
+
+    def status(self) -> dict:
+        return {
+            "coordinator": self.owner_id,
+            "leader": self.lease.is_leader,
+            "epoch": self.lease.epoch,
+            "conduit_id": self.conduit.conduit_id if self.conduit else "",
+        }
+
+    async def close(self) -> None:
+        self._lease_task.cancel()
+        await asyncio.gather(self._lease_task, return_exceptions=True)
+        await self._stop_leading()
+        await self.lease.release()
+        await self._runner.cleanup()
+        await self.http.close()
+        await self.redis.aclose()
+        log.info("coordinator %s stopped", self.owner_id)
+
+    # -- leadership -------------------------------------------------------------------------------
+
+    async def _on_elected(self, epoch: int) -> None:
+        fence = Fence(self.redis, self.keys, epoch)
+        self.conduit = ConduitManager(self.settings, self.redis, self.helix, fence)
+        self._leader_tasks.append(asyncio.create_task(self._lead(fence), name="leader"))
+
+    async def _on_deposed(self) -> None:
+        await self._stop_leading()
+
+    async def _lead(self, fence: Fence) -> None:
+        settings = self.settings
+        try:
+            await self._adopt_conduit()
+            self.assignment = AssignmentLoop(settings, self.redis, fence, self.conduit.shard_count)
+            self.reconciler = Reconciler(settings, self.redis, self.helix, self.conduit)
+            self.batcher = BindBatcher(settings, self.redis, self.helix, self.conduit, fence)
+            self.health = ShardHealth(settings, self.redis, self.helix, self.conduit, fence)
+            self.stats = StatsPublisher(settings, self.redis, self.conduit, self.reconciler)
+            self.conduit.on_replaced.append(self._conduit_replaced)
+            # arq's Worker.close() closes its pool, so each term of leadership gets its own.
+            arq_pool = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
+            self._arq_worker = ArqWorker(
+                functions=[bind_shard], redis_pool=arq_pool, queue_name=self.keys.arq_queue,
+                handle_signals=False, max_jobs=2000, poll_delay=0.02, job_timeout=30, keep_result=60,
+                max_tries=1, ctx={"batcher": self.batcher, "keys": self.keys, "control_redis": self.redis},
+            )
+            loops = [
+                (self.assignment.run(), "assignment"),
+                (self.reconciler.run(), "reconciler"),
+                (self.health.run(), "shard health"),
+                (self.stats.run(), "stats"),
+                (self._arq_worker.async_run(), "arq worker"),
+                (self._watch_changes(), "change listener"),
+            ]
+            tasks = [asyncio.create_task(coro, name=name) for coro, name in loops]
+            self._leader_tasks.extend(tasks)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        except Deposed as exc:
+            log.warning("deposed while leading: %s", exc)
+            self.lease.is_leader = False
+            asyncio.create_task(self._stop_leading(), name="stop leading")
+
+    async def _adopt_conduit(self) -> None:
+        delay_s = 0.5
+        while True:
+            try:
+                await self.conduit.adopt()
+                return
+            except (FleetError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                log.error("adopting the conduit failed: %s; retrying in %.1f s", exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+
+    async def _conduit_replaced(self, old_id: str, new_id: str) -> None:
+        """Re-bind every shard and re-create every subscription on the new conduit."""
+        log.error("conduit lost: %s replaced by %s; re-binding all shards and re-creating subscriptions", old_id, new_id,
+                  extra={"conduit_id": new_id})
+        self.assignment.shard_count = self.conduit.shard_count
+        await self.redis.delete(self.keys.shards)
+        assignment = await self.redis.hgetall(self.keys.assignment)
+        for shard, worker in assignment.items():
+            await self.redis.publish(self.keys.worker_commands_channel(worker.decode()), f"reset:{shard.decode()}")
+        self.assignment.changed.set()
+        self.reconciler.wake.set()
+
+    async def _watch_changes(self) -> None:
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self.keys.workers_channel, self.keys.channels_channel)
+        try:
+            async for message in pubsub.listen():
+                if message["type"] != "message":
+                    continue
+                if message["channel"] == self.keys.workers_channel.encode():
+                    self.assignment.changed.set()
+                else:
+                    self.reconciler.wake.set()
+        finally:
+            await pubsub.aclose()
+
+    async def _stop_leading(self) -> None:
+        tasks, self._leader_tasks = self._leader_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._arq_worker is not None:
+            try:
+                await self._arq_worker.close()
+            except Exception as exc:  # arq's close raises whatever its connection raises
+                log.debug("closing the arq worker: %s", exc)
+            self._arq_worker = None
+
+
+async def run_coordinator(settings: Settings, stop: asyncio.Event) -> None:
+    coordinator = Coordinator(settings)
+    await coordinator.start()
+    try:
+        await stop.wait()
+    finally:
+        await coordinator.close()

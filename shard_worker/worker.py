@@ -1,0 +1,244 @@
+"""The shard worker process: heartbeat, assigned shards, publisher.
+
+The worker registers in `cf:workers` with a heartbeat deadline, runs a `ShardSession` for every shard
+the leader assigned to it, and learns about changes from pub/sub plus a periodic read, so a lost
+message costs seconds, not shards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import aiohttp
+import redis.asyncio as redis
+import redis.exceptions
+from arq import create_pool
+from arq.connections import RedisSettings
+
+from common.keys import Keys
+from common.redisconn import control_redis, events_redis
+from common.settings import Settings
+from common.tasks import spawn
+from . import metrics
+from .bind import BindClient
+from .frames import ReplayGuard
+from .publisher import Publisher
+from .session import ShardSession
+from .watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+
+class WorkerContext:
+    """What every shard session of a worker shares."""
+
+    def __init__(self, settings: Settings, worker_id: str, http: aiohttp.ClientSession,
+                 publisher: Publisher, binder: BindClient, watchdog: Watchdog) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.http = http
+        self.publisher = publisher
+        self.binder = binder
+        self.watchdog = watchdog
+        self.replay_guard = ReplayGuard(settings.replay_window_s)
+        self.rejected = 0
+        separator = "&" if "?" in settings.eventsub_ws_url else "?"
+        self.ws_url = f"{settings.eventsub_ws_url}{separator}keepalive_timeout_seconds={settings.keepalive_timeout_s}"
+
+    async def bind(self, shard_id: str, session_id: str):
+        return await self.binder.bind(shard_id, session_id)
+
+
+class ShardWorker:
+    """Runs the shards assigned to this worker until `close()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker_id = settings.effective_worker_id
+        self.keys = Keys(settings.key_prefix)
+        self.sessions: dict[str, ShardSession] = {}
+        self.started_at_ms = int(time.time() * 1000)
+        self._tasks: list[asyncio.Task] = []
+        self._assignment_changed = asyncio.Event()
+        self.crashed = asyncio.Event()
+        self._log = logging.LoggerAdapter(log, {"worker_id": self.worker_id})
+
+    async def start(self) -> None:
+        settings = self.settings
+        self.redis = control_redis(settings)
+        self.events = events_redis(settings)
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        self.arq = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
+        self.publisher = Publisher(settings, self.events)
+        self.publisher.start()
+        self.watchdog = Watchdog(interval_s=max(0.05, settings.scaled(settings.keepalive_timeout_s) / 10))
+        self.watchdog.start()
+        self.binder = BindClient(settings, self.arq, self.worker_id)
+        self.ctx = WorkerContext(settings, self.worker_id, self.http, self.publisher, self.binder, self.watchdog)
+        await self._heartbeat()
+        await self.redis.publish(self.keys.workers_channel, f"joined:{self.worker_id}")
+        self._tasks = [
+            spawn(self._heartbeat_loop(), "worker heartbeat", on_crash=self._crashed),
+            spawn(self._listen_loop(), "worker pubsub", on_crash=self._crashed),
+            spawn(self._assignment_loop(), "worker assignment", on_crash=self._crashed),
+        ]
+        self._log.info("worker started; publishing to %d partitions", settings.stream_partitions)
+
+    def _crashed(self, error: BaseException) -> None:
+        # A worker missing a core loop must not pretend to be healthy: stop, and let the
+        # orchestrator restart it.
+        self.crashed.set()
+
+    async def close(self) -> None:
+        """Close every shard's sockets, flush the publisher and leave the fleet."""
+        self._log.info("worker stopping with %d shards", len(self.sessions))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(session.close() for session in self.sessions.values()), return_exceptions=True)
+        self.sessions.clear()
+        await self.publisher.close()
+        await self.watchdog.close()
+        try:
+            await self.redis.zrem(self.keys.workers, self.worker_id)
+            await self.redis.delete(self.keys.worker_info(self.worker_id))
+            await self.redis.publish(self.keys.workers_channel, f"left:{self.worker_id}")
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._log.warning("could not deregister: %s", exc)
+        await self.arq.aclose()
+        await self.http.close()
+        await self.redis.aclose()
+        await self.events.aclose()
+        self._log.info("worker stopped; published=%d duplicates=%d", self.publisher.published, self.publisher.duplicates)
+
+    def statistics(self) -> dict:
+        states: dict[str, int] = {}
+        for session in self.sessions.values():
+            states[session.state.value] = states.get(session.state.value, 0) + 1
+        return {
+            "worker_id": self.worker_id,
+            "shards": len(self.sessions),
+            "states": states,
+            "published": self.publisher.published,
+            "duplicates": self.publisher.duplicates,
+            "pending": self.publisher.pending,
+            "lost": self.publisher.lost,
+            "rejected": self.ctx.rejected,
+            "keepalive_timeouts": self.watchdog.timeouts,
+        }
+
+    # -- heartbeat --------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        now_ms = int(time.time() * 1000)
+        deadline_ms = now_ms + int(self.settings.scaled(self.settings.worker_lease_s) * 1000)
+        stats = self.statistics() if hasattr(self, "ctx") else {}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.workers, {self.worker_id: deadline_ms})
+        pipe.hset(self.keys.worker_info(self.worker_id), mapping={
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at_ms": self.started_at_ms,
+            "heartbeat_ms": now_ms,
+            "shards": len(self.sessions),
+            "published": stats.get("published", 0),
+            "duplicates": stats.get("duplicates", 0),
+        })
+        pipe.pexpire(self.keys.worker_info(self.worker_id), int(self.settings.scaled(self.settings.worker_lease_s) * 3000))
+        await pipe.execute()
+
+    async def _heartbeat_loop(self) -> None:
+        interval_s = self.settings.scaled(self.settings.worker_heartbeat_s)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self._heartbeat()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                # Shards keep running; the leader may move them if the lease runs out.
+                self._log.warning("heartbeat failed: %s", exc)
+
+    # -- assignment -------------------------------------------------------------------------------
+
+    async def _listen_loop(self) -> None:
+        results_channel = self.keys.bind_results_channel(self.worker_id).encode()
+        commands_channel = self.keys.worker_commands_channel(self.worker_id).encode()
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.assignment_channel, results_channel, commands_channel)
+                self._assignment_changed.set()  # re-read after (re)subscribing: messages may have been missed
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    channel = message["channel"]
+                    if channel == results_channel:
+                        self.binder.on_result(message["data"])
+                    elif channel == commands_channel:
+                        self._on_command(message["data"])
+                    else:
+                        self._assignment_changed.set()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                self._log.warning("pub/sub connection lost (%s); resubscribing", exc)
+                await asyncio.sleep(self.settings.scaled(0.5))
+            finally:
+                await pubsub.aclose()
+
+    def _on_command(self, data: bytes) -> None:
+        command, _, shard_id = data.decode().partition(":")
+        session = self.sessions.get(shard_id)
+        if command == "reset" and session is not None:
+            session.reset("the leader saw the shard disabled")
+        else:
+            self._log.warning("ignoring unknown worker command %r", data[:100])
+
+    async def _assignment_loop(self) -> None:
+        interval_s = self.settings.scaled(self.settings.worker_heartbeat_s)
+        while True:
+            try:
+                await asyncio.wait_for(self._assignment_changed.wait(), interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._assignment_changed.clear()
+            try:
+                await self._apply_assignment()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                self._log.warning("reading the assignment failed: %s", exc)
+
+    async def _apply_assignment(self) -> None:
+        assignment = await self.redis.hgetall(self.keys.assignment)
+        epoch = await self.redis.get(self.keys.leader_epoch)
+        self.binder.epoch = int(epoch or 0)
+        mine = {shard.decode() for shard, worker in assignment.items() if worker.decode() == self.worker_id}
+        removed = [shard for shard in self.sessions if shard not in mine]
+        added = sorted(mine - self.sessions.keys(), key=int)
+        for shard_id in removed:
+            session = self.sessions.pop(shard_id)
+            self._log.info("shard %s moved away; closing it", shard_id, extra={"shard_id": shard_id})
+            asyncio.create_task(session.close(), name=f"shard {shard_id} close")
+        for shard_id in added:
+            session = ShardSession(shard_id, self.ctx)
+            self.sessions[shard_id] = session
+            session.start()
+        if added or removed:
+            self._log.info("assignment applied: +%d -%d, now %d shards", len(added), len(removed), len(self.sessions))
+        metrics.SHARDS.labels("assigned").set(len(self.sessions))
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Run a worker until `stop` is set (SIGTERM, SIGINT)."""
+    worker = ShardWorker(settings)
+    await worker.start()
+    try:
+        stopped = asyncio.create_task(stop.wait())
+        crashed = asyncio.create_task(worker.crashed.wait())
+        await asyncio.wait([stopped, crashed], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        crashed.cancel()
+    finally:
+        await worker.close()
+    if worker.crashed.is_set():
+        raise SystemExit(1)
