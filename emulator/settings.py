@@ -88,9 +88,9 @@ def _non_empty(raw: str) -> str:
     return raw
 
 
-def _range_check(kind: type, low: float, high: float | None, text: str) -> Callable[[Any], str | None]:
+def _int_range(low: int, high: int | None, text: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        if isinstance(value, bool) or not isinstance(value, int):
             return text
         if value < low or (high is not None and value > high):
             return text
@@ -126,18 +126,18 @@ def _seed_check(value: Any) -> str | None:
 
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "host": _text_check,
-    "port": _range_check(int, 0, 65535, "an integer port 0..65535 (0 picks a free port)"),
+    "port": _int_range(0, 65535, "an integer port 0..65535 (0 picks a free port)"),
     "time_scale": _positive_float("a number > 0"),
     "client_id": _text_check,
     "client_secret": _text_check,
-    "rate_limit_per_min": _range_check(int, 1, None, "an integer >= 1"),
+    "rate_limit_per_min": _int_range(1, None, "an integer >= 1"),
     "bind_deadline_s": _positive_float("a number of seconds > 0"),
     "reconnect_grace_s": _positive_float("a number of seconds > 0"),
-    "token_expires_in_s": _range_check(int, 1, None, "an integer number of seconds >= 1"),
-    "max_conduits": _range_check(int, 1, None, "an integer >= 1"),
-    "max_shards": _range_check(int, 1, None, "an integer >= 1"),
-    "page_size": _range_check(int, 1, None, "an integer >= 1"),
-    "reconnect_overlap_resend": _range_check(int, 0, None, "an integer >= 0"),
+    "token_expires_in_s": _int_range(1, None, "an integer number of seconds >= 1"),
+    "max_conduits": _int_range(1, None, "an integer >= 1"),
+    "max_shards": _int_range(1, None, "an integer >= 1"),
+    "page_size": _int_range(1, None, "an integer >= 1"),
+    "reconnect_overlap_resend": _int_range(0, None, "an integer >= 0"),
     "seed": _seed_check,
 }
 

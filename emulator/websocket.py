@@ -69,6 +69,7 @@ async def _read(connection: Connection, state: EmulatorState) -> None:
             if connection.silent:
                 continue
             # Twitch accepts nothing from the client but Pong frames and closes with 4001.
+            logger.info("session %s closed: client sent a %s frame", connection.session.id if connection.session else "?", message.type.name)
             await connection.close(4001, "client sent inbound traffic", state.counters)
             return
         if message.type == WSMsgType.PING:
