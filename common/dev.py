@@ -76,7 +76,7 @@ class DevFleet:
         self._spawn("coordinator", python_module("common.cli", "coordinator"), env)
         for index in range(self.args.workers):
             self._spawn(f"worker-{index + 1}", python_module("common.cli", "worker"),
-                        {**env, "CF_WORKER_ID": f"worker-{index + 1}"})
+                        {**env, "CF_WORKER_ID": f"worker-{index + 1}", "CF_METRICS_PORT": "0"})
         print(f"redis 127.0.0.1:{redis_port}, emulator {self.emulator_url}, "
               f"API http://127.0.0.1:{self.args.http_port}/api/stats, logs in {self.log_dir}", flush=True)
 
@@ -192,8 +192,10 @@ class DevFleet:
                 raise RuntimeError(f"{process.name} exited with {process.process.returncode}; see {process.log_path}")
 
     def stop_all(self) -> None:
-        # Workers first so nothing is published half-way, Redis last.
-        for process in reversed(self.processes):
+        # The coordinator first, so it does not move the shards of stopping workers; Redis last.
+        order = [p for p in self.processes if p.name == "coordinator"]
+        order += [p for p in reversed(self.processes) if p.name != "coordinator"]
+        for process in order:
             process.stop(timeout_s=10)
 
 

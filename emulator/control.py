@@ -180,6 +180,14 @@ async def invalidate_tokens(request: web.Request) -> web.Response:
     return json_response({"invalidated": count})
 
 
+async def get_sent_frame(request: web.Request) -> web.Response:
+    message_id = request.match_info["message_id"]
+    data = request.config_dict[STATE_KEY].sent_log.get(message_id)
+    if data is None:
+        raise HelixError(404, f"no sent notification with message_id {message_id!r} (only the newest 50,000 are kept)")
+    return json_response({"message_id": message_id, "frame": data.decode()})
+
+
 async def dump_state(request: web.Request) -> web.Response:
     return json_response(request.config_dict[STATE_KEY].dump())
 
@@ -199,5 +207,6 @@ def create_control_app() -> web.Application:
     app.router.add_post("/authorize", authorize_users)
     app.router.add_post("/tokens/invalidate", invalidate_tokens)
     app.router.add_get("/state", dump_state)
+    app.router.add_get("/sent/{message_id}", get_sent_frame)
     control_generate.add_routes(app)
     return app

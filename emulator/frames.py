@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from .clock import rfc3339_now
-from .state import Subscription
+from .state import SentLog, Subscription
 
 
 def _metadata(message_type: str) -> dict[str, Any]:
@@ -45,12 +45,15 @@ def reconnect(session_id: str, connected_at: str, reconnect_url: str) -> bytes:
     return orjson.dumps({"metadata": _metadata("session_reconnect"), "payload": {"session": session}})
 
 
-def notification(subscription: Subscription, event: dict[str, Any]) -> bytes:
+def notification(subscription: Subscription, event: dict[str, Any], sent_log: SentLog | None = None) -> bytes:
     metadata = _metadata("notification")
     metadata["subscription_type"] = subscription.type
     metadata["subscription_version"] = subscription.version
     payload = {"subscription": subscription.to_wire(), "event": event}
-    return orjson.dumps({"metadata": metadata, "payload": payload})
+    data = orjson.dumps({"metadata": metadata, "payload": payload})
+    if sent_log is not None:
+        sent_log.record(metadata["message_id"], data)
+    return data
 
 
 def revocation(subscription: Subscription) -> bytes:

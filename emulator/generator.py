@@ -112,7 +112,7 @@ class GeneratorRun:
             if target is None:
                 self.dropped_disabled += 1
                 continue
-            data = frames.notification(subscription, payloads.build_event(subscription, rng, options))
+            data = frames.notification(subscription, payloads.build_event(subscription, rng, options), self.state.sent_log)
             outgoing.setdefault(target[0], []).append((target[1], data))
             if self.config.duplicate_ratio and rng.random() < self.config.duplicate_ratio:
                 self._add_duplicate(subscription, target, data, outgoing)

@@ -74,7 +74,7 @@ class Router:
         target = self.pick(subscription)
         if target is None:
             return False
-        return await self.deliver(target[0], target[1], frames.notification(subscription, event))
+        return await self.deliver(target[0], target[1], frames.notification(subscription, event, self.state.sent_log))
 
     async def revoke(self, subscription: Subscription) -> bool:
         """Send a revocation frame for ``subscription`` whose status was already changed."""

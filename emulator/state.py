@@ -167,6 +167,22 @@ def _shard_sort_key(shard_id: str) -> tuple[int, str]:
     return (int(shard_id), "") if shard_id.isdigit() else (1 << 62, shard_id)
 
 
+class SentLog:
+    """The most recent notification frames by message_id, so tests can compare bytes end to end."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._frames: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def record(self, message_id: str, data: bytes) -> None:
+        self._frames[message_id] = data
+        if len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+
+    def get(self, message_id: str) -> bytes | None:
+        return self._frames.get(message_id)
+
+
 class EmulatorState:
     """Everything one emulator instance stores; plain data, no I/O."""
 
@@ -182,6 +198,7 @@ class EmulatorState:
         self.authorized_user_ids: set[str] = set()
         self.sessions: dict[str, Session] = {}
         self.shards_by_session: dict[str, set[Shard]] = collections.defaultdict(set)
+        self.sent_log = SentLog()
         self._next_seq = 0
 
     # Tokens

@@ -26,6 +26,7 @@ from common.tasks import spawn
 from . import metrics
 from .bind import BindClient
 from .frames import ReplayGuard
+from .http import start_metrics_server
 from .publisher import Publisher
 from .session import ShardSession
 from .watchdog import Watchdog
@@ -79,6 +80,11 @@ class ShardWorker:
         self.watchdog.start()
         self.binder = BindClient(settings, self.arq, self.worker_id)
         self.ctx = WorkerContext(settings, self.worker_id, self.http, self.publisher, self.binder, self.watchdog)
+        self._metrics_runner = None
+        self.metrics_port = 0
+        if settings.metrics_port >= 0:
+            self._metrics_runner, self.metrics_port = await start_metrics_server(
+                settings.http_host, settings.metrics_port, self.statistics)
         await self._heartbeat()
         await self.redis.publish(self.keys.workers_channel, f"joined:{self.worker_id}")
         self._tasks = [
@@ -109,6 +115,8 @@ class ShardWorker:
             await self.redis.publish(self.keys.workers_channel, f"left:{self.worker_id}")
         except (redis.exceptions.RedisError, OSError) as exc:
             self._log.warning("could not deregister: %s", exc)
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         await self.arq.aclose()
         await self.http.close()
         await self.redis.aclose()
@@ -145,6 +153,7 @@ class ShardWorker:
             "started_at_ms": self.started_at_ms,
             "heartbeat_ms": now_ms,
             "shards": len(self.sessions),
+            "metrics_port": self.metrics_port,
             "published": stats.get("published", 0),
             "duplicates": stats.get("duplicates", 0),
         })

@@ -1,0 +1,180 @@
+"""A fleet of real processes for integration and scenario tests.
+
+The emulator, the coordinator and the workers run as subprocesses on 127.0.0.1, with time shrunk by
+the same factor in the emulator and the fleet, so a Twitch 10 s timer lasts 10 x TIME_SCALE seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as redis
+
+from common.channels import ChannelStore, make_channel
+from common.keys import Keys
+from common.local import (
+    DEV_CLIENT_ID, DEV_CLIENT_SECRET, LOOPBACK, ManagedProcess, emulator_env, fleet_env, free_port, python_module,
+    wait_for_port,
+)
+
+TIME_SCALE = 0.2
+PARTITIONS = 4
+
+
+class Fleet:
+    """The processes of one test and helpers to drive and inspect them."""
+
+    def __init__(self, tmp_path: Path, redis_port: int, *, shard_count: int = 20, time_scale: float = TIME_SCALE,
+                 env: dict[str, str] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.redis_port = redis_port
+        self.shard_count = shard_count
+        self.time_scale = time_scale
+        self.extra_env = env or {}
+        self.emulator_port = free_port()
+        self.emulator_url = f"http://{LOOPBACK}:{self.emulator_port}"
+        self.keys = Keys()
+        self.processes: dict[str, ManagedProcess] = {}
+        self.redis = redis.Redis(host=LOOPBACK, port=redis_port)
+        self.http = aiohttp.ClientSession()
+        self._token = ""
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return fleet_env(redis_port=self.redis_port, emulator_port=self.emulator_port, time_scale=self.time_scale,
+                         extra={"CF_SHARD_COUNT": str(self.shard_count), "CF_STREAM_PARTITIONS": str(PARTITIONS),
+                                "CF_METRICS_PORT": "0", "CF_RECONCILE_INTERVAL_S": "20", **self.extra_env, **extra})
+
+    async def start_emulator(self) -> None:
+        env = emulator_env(port=self.emulator_port, time_scale=self.time_scale)
+        self.processes["emulator"] = ManagedProcess(
+            "emulator", python_module("common.cli", "emulator"), env, self.tmp_path).start()
+        await asyncio.to_thread(wait_for_port, self.emulator_port)
+
+    def start_coordinator(self, name: str = "coordinator") -> ManagedProcess:
+        process = ManagedProcess(name, python_module("common.cli", "coordinator"), self.env(), self.tmp_path).start()
+        self.processes[name] = process
+        return process
+
+    def start_worker(self, name: str) -> ManagedProcess:
+        process = ManagedProcess(name, python_module("common.cli", "worker"), self.env(CF_WORKER_ID=name),
+                                 self.tmp_path).start()
+        self.processes[name] = process
+        return process
+
+    async def start(self, workers: int = 2) -> None:
+        await self.start_emulator()
+        self.start_coordinator()
+        for index in range(workers):
+            self.start_worker(f"worker-{index + 1}")
+
+    async def close(self) -> None:
+        for name in ["coordinator"] + [n for n in self.processes if n != "coordinator"]:
+            process = self.processes.get(name)
+            if process is not None:
+                await asyncio.to_thread(process.stop, 10)
+        await self.http.close()
+        await self.redis.aclose()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {name}\n{p.output()[-4000:]}" for name, p in self.processes.items())
+
+    # -- emulator and Helix -------------------------------------------------------------------
+
+    async def control(self, method: str, path: str, body: dict | None = None) -> dict:
+        async with self.http.request(method, f"{self.emulator_url}/_emulator{path}", json=body) as response:
+            text = await response.text()
+            assert response.status < 400, f"emulator {method} {path}: {response.status} {text}"
+            return await response.json(content_type=None) if text else {}
+
+    async def helix(self, method: str, path: str, **params: str) -> dict:
+        if not self._token:
+            form = {"client_id": DEV_CLIENT_ID, "client_secret": DEV_CLIENT_SECRET, "grant_type": "client_credentials"}
+            async with self.http.post(f"{self.emulator_url}/oauth2/token", data=form) as response:
+                self._token = (await response.json())["access_token"]
+        headers = {"Authorization": f"Bearer {self._token}", "Client-Id": DEV_CLIENT_ID}
+        async with self.http.request(method, f"{self.emulator_url}/helix{path}", params=params, headers=headers) as response:
+            return await response.json(content_type=None)
+
+    async def twitch_shards(self) -> dict[str, dict]:
+        """Return shard id → shard as Twitch (the emulator) lists it for the fleet's conduit."""
+        conduit_id = (await self.redis.hget(self.keys.conduit, "id") or b"").decode()
+        if not conduit_id:
+            return {}
+        shards: dict[str, dict] = {}
+        params = {"conduit_id": conduit_id}
+        while True:
+            page = await self.helix("GET", "/eventsub/conduits/shards", **params)
+            for shard in page.get("data", []):
+                shards[shard["id"]] = shard
+            cursor = (page.get("pagination") or {}).get("cursor")
+            if not cursor:
+                return shards
+            params["after"] = cursor
+
+    async def update_shard_calls(self) -> int:
+        counters = await self.control("GET", "/counters")
+        return int(counters["helix_calls"].get("PATCH /eventsub/conduits/shards", 0))
+
+    # -- desired state and streams ----------------------------------------------------------------
+
+    async def add_channels(self, count: int, types: list[str], first_id: int = 1000) -> None:
+        channels = [make_channel(str(first_id + i), types=types) for i in range(count)]
+        await ChannelStore(self.redis, self.keys).add(channels)
+
+    async def stream_entries(self) -> list[dict[str, bytes]]:
+        entries = []
+        for partition in range(PARTITIONS):
+            for _, fields in await self.redis.xrange(self.keys.events(partition)):
+                entries.append({key.decode(): value for key, value in fields.items()})
+        return entries
+
+    async def published_count(self) -> int:
+        total = 0
+        for partition in range(PARTITIONS):
+            total += await self.redis.xlen(self.keys.events(partition))
+        return total
+
+    # -- waiting ----------------------------------------------------------------------------------
+
+    async def wait_for(self, check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
+        """Poll `check` until it returns True; return the seconds it took, or fail with the logs."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if await check():
+                return time.monotonic() - started
+            for name, process in self.processes.items():
+                assert process.alive(), f"{name} exited early:\n{self.logs()}"
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}\n{self.logs()}")
+
+    async def all_shards_enabled(self) -> bool:
+        shards = await self.twitch_shards()
+        return len(shards) == self.shard_count and all(s["status"] == "enabled" for s in shards.values())
+
+    async def wait_ready(self, subscriptions: int, timeout_s: float = 60) -> None:
+        await self.wait_for(self.all_shards_enabled, timeout_s, "every shard enabled")
+
+        async def subscribed() -> bool:
+            page = await self.helix("GET", "/eventsub/subscriptions", status="enabled")
+            return int(page.get("total", 0)) >= subscriptions
+
+        await self.wait_for(subscribed, timeout_s, f"{subscriptions} enabled subscriptions")
+
+    async def generate(self, **body) -> dict:
+        return await self.control("POST", "/generate?wait=1", body)
+
+    async def wait_published(self, expected: int, timeout_s: float = 30) -> None:
+        async def done() -> bool:
+            return await self.published_count() >= expected
+        await self.wait_for(done, timeout_s, f"{expected} published events")
+        await asyncio.sleep(0.5)  # anything beyond `expected` would be a duplicate: give it time to show
+
+    def kill(self, name: str) -> None:
+        self.processes[name].signal(signal.SIGKILL)
+        self.processes[name].process.wait(5)
+        del self.processes[name]
