@@ -1,0 +1,26 @@
+# conduit-fleet: `make run` starts the whole fleet locally, `make test` runs the test suite.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTEST_ARGS ?=
+RUN_TYPES ?= stream.online:1,channel.update:2,channel.chat.message:1
+
+.PHONY: install run test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,embedded]'
+	touch $@
+
+run: install
+	$(VENV)/bin/conduit-fleet dev --channels 1000 --types $(RUN_TYPES) $(ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info
