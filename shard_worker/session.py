@@ -179,6 +179,20 @@ class ShardSession:
                 await conn.close("shard closed")
         self.state = SessionState.CLOSED
 
+    async def release(self, still_bound: Callable[[str], Awaitable[bool]], timeout_s: float) -> None:
+        """Keep serving the current socket until the shard points elsewhere (or timeout), then close.
+
+        The new owner binds its own session first, so the shard never goes without a live socket.
+        """
+        self._closing = True
+        session_id = self.session_id
+        deadline = time.monotonic() + timeout_s
+        while session_id and time.monotonic() < deadline and self.current is not None and not self.current.closed:
+            if not await still_bound(session_id):
+                break
+            await asyncio.sleep(min(0.1, timeout_s / 20))
+        await self.close()
+
     def reset(self, reason: str) -> None:
         """Drop the current session and open a fresh one (used when the leader sees the shard disabled)."""
         if self.current is not None and not self.current.closed:

@@ -66,6 +66,7 @@ class ShardWorker:
         self._tasks: list[asyncio.Task] = []
         self._assignment_changed = asyncio.Event()
         self.crashed = asyncio.Event()
+        self._releasing: set[asyncio.Task] = set()
         self._log = logging.LoggerAdapter(log, {"worker_id": self.worker_id})
 
     async def start(self) -> None:
@@ -105,6 +106,9 @@ class ShardWorker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in self._releasing:
+            task.cancel()
+        await asyncio.gather(*self._releasing, return_exceptions=True)
         await asyncio.gather(*(session.close() for session in self.sessions.values()), return_exceptions=True)
         self.sessions.clear()
         await self.publisher.close()
@@ -217,6 +221,12 @@ class ShardWorker:
             except (redis.exceptions.RedisError, OSError) as exc:
                 self._log.warning("reading the assignment failed: %s", exc)
 
+    def _bound_checker(self, shard_id: str):
+        async def still_bound(session_id: str) -> bool:
+            raw = await self.redis.hget(self.keys.shards, shard_id)
+            return raw is None or session_id.encode() in raw
+        return still_bound
+
     async def _apply_assignment(self) -> None:
         assignment = await self.redis.hgetall(self.keys.assignment)
         epoch = await self.redis.get(self.keys.leader_epoch)
@@ -226,8 +236,13 @@ class ShardWorker:
         added = sorted(mine - self.sessions.keys(), key=int)
         for shard_id in removed:
             session = self.sessions.pop(shard_id)
-            self._log.info("shard %s moved away; closing it", shard_id, extra={"shard_id": shard_id})
-            asyncio.create_task(session.close(), name=f"shard {shard_id} close")
+            self._log.info("shard %s moved away; closing it once the new owner is bound", shard_id,
+                           extra={"shard_id": shard_id})
+            task = asyncio.create_task(
+                session.release(self._bound_checker(shard_id), self.settings.scaled(2 * self.settings.bind_deadline_s)),
+                name=f"shard {shard_id} release")
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
         for shard_id in added:
             session = ShardSession(shard_id, self.ctx)
             self.sessions[shard_id] = session

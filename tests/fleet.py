@@ -156,8 +156,13 @@ class Fleet:
         shards = await self.twitch_shards()
         return len(shards) == self.shard_count and all(s["status"] == "enabled" for s in shards.values())
 
+    async def settled(self) -> bool:
+        """Return whether every shard is enabled and no other session is open (moves finished)."""
+        sessions = await self.control("GET", "/sessions")
+        return len(sessions) == self.shard_count and await self.all_shards_enabled()
+
     async def wait_ready(self, subscriptions: int, timeout_s: float = 60) -> None:
-        await self.wait_for(self.all_shards_enabled, timeout_s, "every shard enabled")
+        await self.wait_for(self.settled, timeout_s, "every shard enabled and no spare session")
 
         async def subscribed() -> bool:
             page = await self.helix("GET", "/eventsub/subscriptions", status="enabled")
@@ -173,6 +178,24 @@ class Fleet:
             return await self.published_count() >= expected
         await self.wait_for(done, timeout_s, f"{expected} published events")
         await asyncio.sleep(0.5)  # anything beyond `expected` would be a duplicate: give it time to show
+
+    async def worker_metric(self, worker: str, name: str, labels: str = "") -> float:
+        """Return one sample of a worker's Prometheus metrics, e.g. ('cf_worker_binds_total', 'result="failed"')."""
+        port = int(await self.redis.hget(self.keys.worker_info(worker), "metrics_port") or 0)
+        assert port, f"{worker} has no metrics port"
+        async with self.http.get(f"http://{LOOPBACK}:{port}/metrics") as response:
+            text = await response.text()
+        wanted = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    async def sessions_of(self, shard_id: str) -> list[dict]:
+        return [s for s in await self.control("GET", "/sessions") if shard_id in s["shard_ids"]]
+
+    async def assignment(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in (await self.redis.hgetall(self.keys.assignment)).items()}
 
     def kill(self, name: str) -> None:
         self.processes[name].signal(signal.SIGKILL)
