@@ -1,7 +1,7 @@
 """Shard health: poll Get Conduit Shards, record each shard's status, repair disabled shards.
 
-A shard that Twitch reports as not enabled while the fleet believes it bound gets its session reset
-by its worker, which opens a fresh session and binds it. Unknown statuses are read as "not enabled"
+A shard that Twitch keeps reporting as not enabled gets its session reset by its worker, which opens
+a fresh session and binds it. Unknown statuses are read as "not enabled"
 and logged once per value.
 """
 
@@ -41,6 +41,7 @@ class ShardHealth:
         self._keys = Keys(settings.key_prefix)
         self._unknown_statuses: set[str] = set()
         self.repairs = 0
+        self._disabled_since_ms: dict[str, int] = {}
         self.poll_now = asyncio.Event()
 
     async def run(self) -> None:
@@ -77,9 +78,17 @@ class ShardHealth:
             if state.status != shard.status or state.session_id != session_id:
                 changed = msgspec.structs.replace(state, status=shard.status, session_id=session_id or "", changed_at_ms=now_ms)
                 updates[shard.id] = _encoder.encode(changed)
-            bound_long_enough = now_ms - state.bound_at_ms > grace_ms
             owner = assignment.get(shard.id.encode())
-            if not is_enabled(shard.status) and state.status == "enabled" and bound_long_enough and owner:
+            if is_enabled(shard.status) or not owner:
+                self._disabled_since_ms.pop(shard.id, None)
+                continue
+            # A shard being bound right now is briefly disabled: repair only what stays disabled
+            # for longer than two bind deadlines, and at most once per such period.
+            since_ms = self._disabled_since_ms.setdefault(shard.id, now_ms)
+            if since_ms == now_ms:
+                asyncio.get_running_loop().call_later(grace_ms / 1000, self.poll_now.set)  # look again soon
+            elif now_ms - since_ms >= grace_ms:
+                self._disabled_since_ms[shard.id] = now_ms
                 self.repairs += 1
                 log.warning("shard %s is %s at Twitch; asking its worker for a fresh session", shard.id, shard.status,
                             extra={"shard_id": shard.id, "worker_id": owner.decode()})

@@ -37,6 +37,7 @@ class Fleet:
         self.time_scale = time_scale
         self.extra_env = env or {}
         self.emulator_port = free_port()
+        self.http_port = free_port()
         self.emulator_url = f"http://{LOOPBACK}:{self.emulator_port}"
         self.keys = Keys()
         self.processes: dict[str, ManagedProcess] = {}
@@ -46,6 +47,7 @@ class Fleet:
 
     def env(self, **extra: str) -> dict[str, str]:
         return fleet_env(redis_port=self.redis_port, emulator_port=self.emulator_port, time_scale=self.time_scale,
+                         http_port=self.http_port,
                          extra={"CF_SHARD_COUNT": str(self.shard_count), "CF_STREAM_PARTITIONS": str(PARTITIONS),
                                 "CF_METRICS_PORT": "0", "CF_RECONCILE_INTERVAL_S": "20", **self.extra_env, **extra})
 
@@ -91,14 +93,21 @@ class Fleet:
             assert response.status < 400, f"emulator {method} {path}: {response.status} {text}"
             return await response.json(content_type=None) if text else {}
 
-    async def helix(self, method: str, path: str, **params: str) -> dict:
+    async def api(self, path: str) -> tuple[int, dict]:
+        """GET a coordinator API path; return the status and the JSON body."""
+        async with self.http.get(f"http://{LOOPBACK}:{self.http_port}{path}") as response:
+            return response.status, await response.json(content_type=None)
+
+    async def helix(self, method: str, path: str, body: dict | None = None, **params: str) -> dict:
         if not self._token:
             form = {"client_id": DEV_CLIENT_ID, "client_secret": DEV_CLIENT_SECRET, "grant_type": "client_credentials"}
             async with self.http.post(f"{self.emulator_url}/oauth2/token", data=form) as response:
                 self._token = (await response.json())["access_token"]
         headers = {"Authorization": f"Bearer {self._token}", "Client-Id": DEV_CLIENT_ID}
-        async with self.http.request(method, f"{self.emulator_url}/helix{path}", params=params, headers=headers) as response:
-            return await response.json(content_type=None)
+        url = f"{self.emulator_url}/helix{path}"
+        async with self.http.request(method, url, params=params, headers=headers, json=body) as response:
+            text = await response.text()
+            return await response.json(content_type=None) if text else {"status": response.status}
 
     async def twitch_shards(self) -> dict[str, dict]:
         """Return shard id → shard as Twitch (the emulator) lists it for the fleet's conduit."""
