@@ -117,6 +117,7 @@ class Coordinator:
                 (self.stats.run(), "stats"),
                 (self._arq_worker.async_run(), "arq worker"),
                 (self._watch_changes(), "change listener"),
+                (self._validate_token_loop(), "token validation"),
             ]
             tasks = [asyncio.create_task(coro, name=name) for coro, name in loops]
             self._leader_tasks.extend(tasks)
@@ -127,6 +128,17 @@ class Coordinator:
             log.warning("deposed while leading: %s", exc)
             self.lease.is_leader = False
             asyncio.create_task(self._stop_leading(), name="stop leading")
+
+    async def _validate_token_loop(self) -> None:
+        # Twitch asks apps to validate their tokens at start and hourly (Validating tokens, Twitch
+        # authentication guide); an invalid token is replaced by `validate()` itself.
+        while True:
+            try:
+                answer = await self.tokens.validate()
+                log.info("app token valid for another %s s", answer.get("expires_in"))
+            except (FleetError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                log.error("app token validation failed: %s", exc)
+            await asyncio.sleep(self.settings.scaled(3600))
 
     async def _adopt_conduit(self) -> None:
         delay_s = 0.5
