@@ -13,6 +13,7 @@ import time
 
 import msgspec
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from common.errors import ConduitNotFound, FleetError
 from common.helix import HelixClient
@@ -56,7 +57,7 @@ class ShardHealth:
                 await self.poll_once()
             except ConduitNotFound:
                 await self._conduit.replace_lost(self._conduit.conduit_id)
-            except (FleetError, OSError, asyncio.TimeoutError) as exc:
+            except (FleetError, RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("shard health poll failed: %s", exc)
 
     async def poll_once(self) -> dict[str, str]:

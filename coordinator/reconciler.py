@@ -15,6 +15,7 @@ import time
 import msgspec
 import orjson
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from common.errors import FleetError, HelixError, LimitReached
 from common.helix import HelixClient
@@ -79,7 +80,7 @@ class Reconciler:
         while True:
             try:
                 self.last_report = await self.reconcile_once()
-            except (FleetError, OSError, asyncio.TimeoutError) as exc:
+            except (FleetError, RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("reconciliation failed: %s; retrying later", exc)
             try:
                 await asyncio.wait_for(self.wake.wait(), interval_s)

@@ -128,6 +128,15 @@ class Coordinator:
             log.warning("deposed while leading: %s", exc)
             self.lease.is_leader = False
             asyncio.create_task(self._stop_leading(), name="stop leading")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a leader loop died: start the term over rather than lead half-way
+            log.error("a leader loop failed (%r); stepping down to start over", exc, exc_info=exc)
+            asyncio.create_task(self._restart_leadership(), name="restart leadership")
+
+    async def _restart_leadership(self) -> None:
+        await self._stop_leading()
+        await self.lease.release()
 
     async def _validate_token_loop(self) -> None:
         # Twitch asks apps to validate their tokens at start and hourly (Validating tokens, Twitch
@@ -136,7 +145,7 @@ class Coordinator:
             try:
                 answer = await self.tokens.validate()
                 log.info("app token valid for another %s s", answer.get("expires_in"))
-            except (FleetError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            except (FleetError, redis.exceptions.RedisError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
                 log.error("app token validation failed: %s", exc)
             await asyncio.sleep(self.settings.scaled(3600))
 
@@ -146,7 +155,7 @@ class Coordinator:
             try:
                 await self.conduit.adopt()
                 return
-            except (FleetError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            except (FleetError, redis.exceptions.RedisError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
                 log.error("adopting the conduit failed: %s; retrying in %.1f s", exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 30.0)
@@ -164,18 +173,22 @@ class Coordinator:
         self.reconciler.wake.set()
 
     async def _watch_changes(self) -> None:
-        pubsub = self.redis.pubsub()
-        await pubsub.subscribe(self.keys.workers_channel, self.keys.channels_channel)
-        try:
-            async for message in pubsub.listen():
-                if message["type"] != "message":
-                    continue
-                if message["channel"] == self.keys.workers_channel.encode():
-                    self.assignment.changed.set()
-                else:
-                    self.reconciler.wake.set()
-        finally:
-            await pubsub.aclose()
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.workers_channel, self.keys.channels_channel)
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    if message["channel"] == self.keys.workers_channel.encode():
+                        self.assignment.changed.set()
+                    else:
+                        self.reconciler.wake.set()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("pub/sub connection lost (%s); resubscribing", exc)
+                await asyncio.sleep(self.settings.scaled(0.5))
+            finally:
+                await pubsub.aclose()
 
     async def _stop_leading(self) -> None:
         tasks, self._leader_tasks = self._leader_tasks, []

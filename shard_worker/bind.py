@@ -11,6 +11,7 @@ import logging
 import uuid
 
 import msgspec
+import redis.exceptions
 from arq.connections import ArqRedis
 
 from common.keys import Keys
@@ -54,12 +55,15 @@ class BindClient:
         # events), so there is no point in waiting longer than that.
         timeout_s = self._settings.scaled(self._settings.bind_deadline_s)
         try:
-            job = await self._arq.enqueue_job(
-                BIND_JOB, shard_id, session_id, self._worker_id, self.epoch,
-                _job_id=f"bind:{shard_id}:{uuid.uuid4().hex}",
-                _queue_name=self._keys.arq_queue,
-                _expires=timeout_s,
-            )
+            try:
+                job = await self._arq.enqueue_job(
+                    BIND_JOB, shard_id, session_id, self._worker_id, self.epoch,
+                    _job_id=f"bind:{shard_id}:{uuid.uuid4().hex}",
+                    _queue_name=self._keys.arq_queue,
+                    _expires=timeout_s,
+                )
+            except (redis.exceptions.RedisError, OSError) as exc:
+                return BindResult(shard_id, session_id, ok=False, error=f"enqueueing the bind job failed: {exc}")
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except asyncio.TimeoutError:

@@ -223,7 +223,10 @@ class ShardWorker:
 
     def _bound_checker(self, shard_id: str):
         async def still_bound(session_id: str) -> bool:
-            raw = await self.redis.hget(self.keys.shards, shard_id)
+            try:
+                raw = await self.redis.hget(self.keys.shards, shard_id)
+            except (redis.exceptions.RedisError, OSError):
+                return True  # cannot tell: keep the socket until the release times out
             return raw is None or session_id.encode() in raw
         return still_bound
 

@@ -168,6 +168,10 @@ class Fleet:
     async def settled(self) -> bool:
         """Return whether every shard is enabled and no other session is open (moves finished)."""
         sessions = await self.control("GET", "/sessions")
+        workers = {name for name, process in self.processes.items() if name.startswith("worker") and process.alive()}
+        owners = set((await self.assignment()).values())
+        if len(workers) <= self.shard_count and not workers <= owners:
+            return False
         return len(sessions) == self.shard_count and await self.all_shards_enabled()
 
     async def wait_ready(self, subscriptions: int, timeout_s: float = 60) -> None:
