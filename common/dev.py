@@ -72,7 +72,8 @@ class DevFleet:
         self._spawn("emulator", python_module("common.cli", "emulator"), emulator_env(port=emulator_port))
         wait_for_port(emulator_port)
         env = fleet_env(redis_port=redis_port, emulator_port=emulator_port, http_port=self.args.http_port,
-                        extra={"CF_SHARD_COUNT": str(self.args.shards), "CF_RECONCILE_INTERVAL_S": "30"})
+                        extra={"CF_SHARD_COUNT": str(self.args.shards), "CF_RECONCILE_INTERVAL_S": "30",
+                               "CF_DRAIN_TIMEOUT_S": "5"})
         self._spawn("coordinator", python_module("common.cli", "coordinator"), env)
         for index in range(self.args.workers):
             self._spawn(f"worker-{index + 1}", python_module("common.cli", "worker"),

@@ -94,6 +94,7 @@ class Settings:
     keepalive_grace: float = _field("CF_KEEPALIVE_GRACE", 1.5, "A socket with no frame for keepalive x this factor is declared dead.", check=_positive)
     worker_heartbeat_s: float = _field("CF_WORKER_HEARTBEAT_S", 2.0, "Interval between worker heartbeats.", check=_positive)
     worker_lease_s: float = _field("CF_WORKER_LEASE_S", 10.0, "A worker without a heartbeat for this long loses its shards.", check=_positive)
+    drain_timeout_s: float = _field("CF_DRAIN_TIMEOUT_S", 25.0, "On SIGTERM a worker hands its shards over for at most this long; keep it below the pod's termination grace period.", check=_positive)
     leader_lease_s: float = _field("CF_LEADER_LEASE_S", 10.0, "Coordinator leader lease.", check=_positive)
     leader_renew_s: float = _field("CF_LEADER_RENEW_S", 3.0, "Interval between leader lease renewals.", check=_positive)
     bind_batch_window_ms: int = _field("CF_BIND_BATCH_WINDOW_MS", 50, "Bind jobs arriving within this window share one Update Conduit Shards call.", check=_non_negative)

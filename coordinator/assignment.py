@@ -1,7 +1,8 @@
 """Shard assignment: balanced by count, sticky, spread at most one.
 
-A shard moves only when its worker is gone or holds more than its share. Workers whose heartbeat
-deadline passed are removed from `cf:workers` and their shards given to live ones.
+A shard moves only when its worker is gone, draining, or holds more than its share. Workers whose
+heartbeat deadline passed are removed from `cf:workers` and their shards given to live ones at once;
+shards of live workers are handed over one at a time per worker (see `_stage_moves`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from collections import deque
 import redis.asyncio as redis
 import redis.exceptions
 
+import msgspec
+
 from common.keys import Keys
+from common.models import ShardState
 from common.settings import Settings
 from .fence import Fence
 
 log = logging.getLogger(__name__)
+
+_state_decoder = msgspec.json.Decoder(ShardState)
 
 
 def plan_assignment(shard_ids: list[str], current: dict[str, str], workers: list[str]) -> dict[str, str]:
@@ -59,6 +65,8 @@ class AssignmentLoop:
         self.shard_count = shard_count
         self.changed = asyncio.Event()
         self.lost_workers: list[str] = []
+        # shard id → (source worker, destination worker, start time) of make-before-break handoffs
+        self.in_transit: dict[str, tuple[str, str, float]] = {}
 
     async def run(self) -> None:
         interval_s = self._settings.scaled(self._settings.worker_heartbeat_s) / 2
@@ -84,15 +92,67 @@ class AssignmentLoop:
                 self.lost_workers.append(worker.decode())
         return [worker.decode() for worker in await self._client.zrange(self._keys.workers, 0, -1)]
 
+    async def draining_workers(self, workers: list[str]) -> set[str]:
+        pipe = self._client.pipeline(transaction=False)
+        for worker in workers:
+            pipe.hget(self._keys.worker_info(worker), "draining")
+        flags = await pipe.execute()
+        return {worker for worker, flag in zip(workers, flags) if flag == b"1"}
+
+    async def bound_workers(self) -> dict[str, str]:
+        """Return shard id → the worker whose session the shard is bound to, from `cf:shards`."""
+        raw = await self._client.hgetall(self._keys.shards)
+        return {shard.decode(): _state_decoder.decode(value).worker for shard, value in raw.items()}
+
     async def assign_once(self) -> dict[str, str]:
-        workers = await self.live_workers()
+        live = await self.live_workers()
+        draining = await self.draining_workers(live)
+        targets = [worker for worker in live if worker not in draining]
         raw = await self._client.hgetall(self._keys.assignment)
         current = {shard.decode(): worker.decode() for shard, worker in raw.items()}
         shard_ids = [str(i) for i in range(self.shard_count)]
-        target = plan_assignment(shard_ids, current, workers)
-        changed = {shard: worker for shard, worker in target.items() if current.get(shard) != worker}
+        target = plan_assignment(shard_ids, current, targets)
+        for shard in shard_ids:
+            if shard not in target and current.get(shard) in draining:
+                target[shard] = current[shard]  # nowhere to go: the draining worker keeps it
+        bound = await self.bound_workers()
+        changed = self._stage_moves(current, target, set(live), bound)
         removed = [shard for shard in current if shard not in target]
         if changed or removed:
             await self._fence.hash_update(self._keys.assignment, changed, removed, channel=self._keys.assignment_channel)
-            log.info("assignment: %d shards moved, %d unassigned, %d workers", len(changed), len(removed), len(workers))
+            log.info("assignment: %d shards moved, %d unassigned, %d workers (%d draining), %d in transit",
+                     len(changed), len(removed), len(live), len(draining), len(self.in_transit))
         return target
+
+    def _stage_moves(self, current: dict[str, str], target: dict[str, str], live: set[str],
+                     bound: dict[str, str]) -> dict[str, str]:
+        """Return the assignment changes to write now.
+
+        A shard whose owner is gone moves at once: there is no socket left to keep. A shard whose owner
+        is alive is handed over make-before-break, and each worker has at most one shard in transit:
+        the next move from a worker waits until the previous shard is bound on its new owner.
+        """
+        now_s = time.monotonic()
+        timeout_s = self._settings.scaled(2 * self._settings.bind_deadline_s)
+        for shard, (source, destination, started_s) in list(self.in_transit.items()):
+            arrived = bound.get(shard) == destination
+            if arrived or current.get(shard) != destination or source not in live or now_s - started_s > timeout_s:
+                if not arrived and now_s - started_s > timeout_s:
+                    log.warning("handoff of shard %s from %s to %s timed out", shard, source, destination,
+                                extra={"shard_id": shard})
+                del self.in_transit[shard]
+        busy = {source for source, _, _ in self.in_transit.values()} | {d for _, d, _ in self.in_transit.values()}
+        changes: dict[str, str] = {}
+        for shard, worker in sorted(target.items(), key=lambda item: int(item[0])):
+            owner = current.get(shard)
+            if owner == worker:
+                continue
+            if owner not in live:
+                changes[shard] = worker
+                continue
+            if owner in busy or worker in busy:
+                continue
+            changes[shard] = worker
+            self.in_transit[shard] = (owner, worker, now_s)
+            busy.update((owner, worker))
+        return changes

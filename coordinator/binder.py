@@ -54,6 +54,7 @@ class BindBatcher:
         self._pending: list[_Pending] = []
         self._timer: asyncio.Task | None = None
         self.calls = 0
+        self.on_bound: list = []  # callables run after binds are recorded (the assignment loop's wake-up)
 
     async def submit(self, shard_id: str, session_id: str, worker_id: str) -> BindResult:
         owner = await self._client.hget(self._keys.assignment, shard_id)
@@ -137,6 +138,8 @@ class BindBatcher:
                 raise
         for item in items:
             _answer(item, True, "")
+        for callback in self.on_bound:
+            callback()
 
 
 def _answer(item: _Pending, ok: bool, error: str, *, conduit_lost: bool = False) -> None:

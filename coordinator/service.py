@@ -103,6 +103,7 @@ class Coordinator:
             self.health = ShardHealth(settings, self.redis, self.helix, self.conduit, fence)
             self.stats = StatsPublisher(settings, self.redis, self.conduit, self.reconciler)
             self.conduit.on_replaced.append(self._conduit_replaced)
+            self.batcher.on_bound.append(self.assignment.changed.set)
             # arq's Worker.close() closes its pool, so each term of leadership gets its own.
             arq_pool = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
             self._arq_worker = ArqWorker(

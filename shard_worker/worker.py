@@ -67,6 +67,7 @@ class ShardWorker:
         self._assignment_changed = asyncio.Event()
         self.crashed = asyncio.Event()
         self._releasing: set[asyncio.Task] = set()
+        self.draining = False
         self._log = logging.LoggerAdapter(log, {"worker_id": self.worker_id})
 
     async def start(self) -> None:
@@ -94,6 +95,50 @@ class ShardWorker:
             spawn(self._assignment_loop(), "worker assignment", on_crash=self._crashed),
         ]
         self._log.info("worker started; publishing to %d partitions", settings.stream_partitions)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Hand every shard over make-before-break, waiting at most `timeout_s`; return how many remain.
+
+        The worker marks itself draining; the leader then moves its shards to other workers one at a
+        time, and each old socket closes only after the shard is bound on its new owner.
+        """
+        self.draining = True
+        self._log.info("draining %d shards (deadline %.1f s)", len(self.sessions), timeout_s)
+        deadline = time.monotonic() + timeout_s
+        try:
+            await self._heartbeat()
+            await self.redis.publish(self.keys.workers_channel, f"draining:{self.worker_id}")
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self._log.warning("could not announce the drain: %s", exc)
+        checked_at = 0.0
+        while (self.sessions or self._releasing) and time.monotonic() < deadline and not self.crashed.is_set():
+            if time.monotonic() - checked_at > 0.5:
+                checked_at = time.monotonic()
+                if not await self._handoff_possible():
+                    self._log.warning("no leader or no other live worker to take the shards; not waiting")
+                    break
+            await asyncio.sleep(0.05)
+        remaining = len(self.sessions)
+        if remaining:
+            self._log.error("drain deadline reached: %d shards not handed over (%s)", remaining,
+                            ", ".join(sorted(self.sessions, key=int)))
+        else:
+            self._log.info("drain finished: every shard handed over")
+        return remaining
+
+    async def _handoff_possible(self) -> bool:
+        try:
+            if not await self.redis.exists(self.keys.leader):
+                return False
+            now_ms = int(time.time() * 1000)
+            for worker in await self.redis.zrangebyscore(self.keys.workers, now_ms, "+inf"):
+                if worker.decode() == self.worker_id:
+                    continue
+                if await self.redis.hget(self.keys.worker_info(worker.decode()), "draining") != b"1":
+                    return True
+        except (redis.exceptions.RedisError, OSError):
+            return True  # cannot tell: keep waiting until the deadline
+        return False
 
     def _crashed(self, error: BaseException) -> None:
         # A worker missing a core loop must not pretend to be healthy: stop, and let the
@@ -157,6 +202,7 @@ class ShardWorker:
             "started_at_ms": self.started_at_ms,
             "heartbeat_ms": now_ms,
             "shards": len(self.sessions),
+            "draining": int(self.draining),
             "metrics_port": self.metrics_port,
             "published": stats.get("published", 0),
             "duplicates": stats.get("duplicates", 0),
@@ -265,6 +311,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.wait([stopped, crashed], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         crashed.cancel()
+        if stop.is_set() and not worker.crashed.is_set():
+            await worker.drain(settings.scaled(settings.drain_timeout_s))
     finally:
         await worker.close()
     if worker.crashed.is_set():

@@ -49,7 +49,8 @@ class Fleet:
         return fleet_env(redis_port=self.redis_port, emulator_port=self.emulator_port, time_scale=self.time_scale,
                          http_port=self.http_port,
                          extra={"CF_SHARD_COUNT": str(self.shard_count), "CF_STREAM_PARTITIONS": str(PARTITIONS),
-                                "CF_METRICS_PORT": "0", "CF_RECONCILE_INTERVAL_S": "20", **self.extra_env, **extra})
+                                "CF_METRICS_PORT": "0", "CF_RECONCILE_INTERVAL_S": "20",
+                                "CF_DRAIN_TIMEOUT_S": "3", **self.extra_env, **extra})
 
     async def start_emulator(self) -> None:
         env = emulator_env(port=self.emulator_port, time_scale=self.time_scale)
