@@ -39,6 +39,7 @@ class ConduitManager:
         self.generation = 0
         self._lock = asyncio.Lock()
         self.on_replaced: list = []
+        self.lost_at_adoption = ""  # the stored id that no longer existed when this leader adopted
 
     async def adopt(self) -> None:
         existing = {conduit.id: conduit for conduit in await self._helix.get_conduits()}
@@ -52,6 +53,7 @@ class ConduitManager:
                 raise ConduitChoiceError(
                     f"conduit {wanted} from CF_CONDUIT_ID does not exist; existing conduits: {sorted(existing) or 'none'}")
             log.warning("stored conduit %s no longer exists", wanted, extra={"conduit_id": wanted})
+            self.lost_at_adoption = wanted
         if not wanted and len(existing) == 1:
             only = next(iter(existing.values()))
             await self._record(only.id, only.shard_count, "adopted the client's only conduit")

@@ -106,6 +106,11 @@ class Reconciler:
         conduit_id = self._conduit.conduit_id
         wanted = await self.desired()
         existing, page = await self._helix.get_subscriptions()
+        if any(sub.status == "conduit_deleted" and sub.transport is not None and sub.transport.conduit_id == conduit_id
+               for sub in existing):
+            # Twitch deleted our conduit (by hand, or after 72 h with every shard disabled).
+            await self._conduit.replace_lost(conduit_id)
+            conduit_id = self._conduit.conduit_id
         report = ReconcileReport(desired=len(wanted), max_total_cost=page.max_total_cost)
         seen: dict[str, Subscription] = {}
         to_delete: list[Subscription] = []

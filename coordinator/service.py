@@ -22,6 +22,7 @@ from common.keys import Keys
 from common.redisconn import control_redis
 from common.settings import Settings
 from common.token import AppTokenManager
+from .alerts import Alerts
 from .assignment import AssignmentLoop
 from .binder import BindBatcher, bind_shard
 from .conduit import ConduitManager
@@ -97,6 +98,7 @@ class Coordinator:
         settings = self.settings
         try:
             await self._adopt_conduit()
+            self.alerts = Alerts(self.redis, self.keys)
             self.assignment = AssignmentLoop(settings, self.redis, fence, self.conduit.shard_count)
             self.reconciler = Reconciler(settings, self.redis, self.helix, self.conduit)
             self.batcher = BindBatcher(settings, self.redis, self.helix, self.conduit, fence)
@@ -104,6 +106,8 @@ class Coordinator:
             self.stats = StatsPublisher(settings, self.redis, self.conduit, self.reconciler)
             self.conduit.on_replaced.append(self._conduit_replaced)
             self.batcher.on_bound.append(self.assignment.changed.set)
+            if self.conduit.lost_at_adoption:
+                await self._conduit_replaced(self.conduit.lost_at_adoption, self.conduit.conduit_id)
             # arq's Worker.close() closes its pool, so each term of leadership gets its own.
             arq_pool = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
             self._arq_worker = ArqWorker(
@@ -163,8 +167,9 @@ class Coordinator:
 
     async def _conduit_replaced(self, old_id: str, new_id: str) -> None:
         """Re-bind every shard and re-create every subscription on the new conduit."""
-        log.error("conduit lost: %s replaced by %s; re-binding all shards and re-creating subscriptions", old_id, new_id,
-                  extra={"conduit_id": new_id})
+        await self.alerts.event("conduit_lost", "critical",
+                                f"conduit {old_id} was lost and replaced by {new_id}; re-binding every shard and "
+                                "re-creating the subscriptions", value=old_id)
         self.assignment.shard_count = self.conduit.shard_count
         await self.redis.delete(self.keys.shards)
         assignment = await self.redis.hgetall(self.keys.assignment)

@@ -211,6 +211,11 @@ class Fleet:
     async def assignment(self) -> dict[str, str]:
         return {k.decode(): v.decode() for k, v in (await self.redis.hgetall(self.keys.assignment)).items()}
 
+    async def close_process(self, name: str) -> int | None:
+        """Stop a process with SIGTERM and forget it; return its exit code."""
+        process = self.processes.pop(name)
+        return await asyncio.to_thread(process.stop, 30)
+
     def kill(self, name: str) -> None:
         self.processes[name].signal(signal.SIGKILL)
         self.processes[name].process.wait(5)

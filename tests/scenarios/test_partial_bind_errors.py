@@ -101,3 +101,19 @@ async def test_failed_shards_rebind_on_fresh_sessions(fleet):
     for worker in ("worker-1", "worker-2"):
         failed += await fleet.worker_metric(worker, "cf_worker_binds_total", 'result="failed"')
     assert failed >= 2
+
+
+async def test_newer_session_supersedes_older(fleet, batcher, redis_client):
+    binder, settings = batcher
+    async with aiohttp.ClientSession() as http:
+        old_ws, old_session = await _open_session(http, settings.eventsub_ws_url)
+        new_ws, new_session = await _open_session(http, settings.eventsub_ws_url)
+        older, newer = await asyncio.gather(binder.submit("0", old_session, "w"), binder.submit("0", new_session, "w"))
+        await old_ws.close()
+        await new_ws.close()
+    recorded = msgspec.json.decode(await redis_client.hget(Keys().shards, "0"), type=ShardState)
+
+    assert older.ok is False
+    assert "superseded" in older.error
+    assert newer.ok is True
+    assert recorded.session_id == new_session
