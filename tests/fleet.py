@@ -7,6 +7,7 @@ the same factor in the emulator and the fleet, so a Twitch 10 s timer lasts 10 x
 from __future__ import annotations
 
 import asyncio
+import collections
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -170,9 +171,12 @@ class Fleet:
         """Return whether every shard is enabled and no other session is open (moves finished)."""
         sessions = await self.control("GET", "/sessions")
         workers = {name for name, process in self.processes.items() if name.startswith("worker") and process.alive()}
-        owners = set((await self.assignment()).values())
-        if len(workers) <= self.shard_count and not workers <= owners:
+        counts = collections.Counter((await self.assignment()).values())
+        if len(workers) <= self.shard_count and not workers <= counts.keys():
             return False
+        live_counts = [counts[worker] for worker in workers]
+        if live_counts and max(live_counts) - min(live_counts) > 1:
+            return False  # handoffs still running
         return len(sessions) == self.shard_count and await self.all_shards_enabled()
 
     async def wait_ready(self, subscriptions: int, timeout_s: float = 60) -> None:
