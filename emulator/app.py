@@ -8,10 +8,11 @@ import logging
 from aiohttp import web
 
 from . import control, helix_conduits, helix_subscriptions, oauth
-from .appkeys import FAULTS_KEY, GENERATORS_KEY, MANAGER_KEY, ROUTER_KEY, STATE_KEY
+from .appkeys import FAULTS_KEY, GENERATORS_KEY, HOUSEKEEPER_KEY, MANAGER_KEY, ROUTER_KEY, STATE_KEY
 from .faults import FaultStore
 from .generator import GeneratorRegistry
 from .helix_base import helix_middleware
+from .housekeeping import Housekeeper
 from .routing import Router
 from .sessions import SessionManager
 from .settings import EmulatorSettings
@@ -42,11 +43,19 @@ def create_app(settings: EmulatorSettings) -> web.Application:
     helix_subscriptions.add_routes(helix)
     app.add_subapp("/helix", helix)
     app.add_subapp("/_emulator", control.create_control_app())
+    housekeeper = Housekeeper(state)
+    app[HOUSEKEEPER_KEY] = housekeeper
+    app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
     return app
 
 
+async def _startup(app: web.Application) -> None:
+    app[HOUSEKEEPER_KEY].start()
+
+
 async def _shutdown(app: web.Application) -> None:
+    await app[HOUSEKEEPER_KEY].close()
     await app[GENERATORS_KEY].stop_all()
     state = app[STATE_KEY]
     for session in list(state.sessions.values()):

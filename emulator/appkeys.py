@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .faults import FaultStore
 from .generator import GeneratorRegistry
+from .housekeeping import Housekeeper
 from .routing import Router
 from .sessions import SessionManager
 from .state import EmulatorState, Token
@@ -15,4 +16,5 @@ FAULTS_KEY = web.AppKey("emulator_faults", FaultStore)
 MANAGER_KEY = web.AppKey("emulator_sessions", SessionManager)
 ROUTER_KEY = web.AppKey("emulator_router", Router)
 GENERATORS_KEY = web.AppKey("emulator_generators", GeneratorRegistry)
+HOUSEKEEPER_KEY = web.AppKey("emulator_housekeeper", Housekeeper)
 TOKEN_KEY = web.RequestKey("helix_token", Token)

@@ -21,3 +21,13 @@ def rfc3339_now(digits: int | None = None) -> str:
         _second_cache = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
     fraction = f"{fraction_ns:09d}"[:digits]
     return f"{_second_cache[1]}.{fraction}Z"
+
+
+class MessageClock:
+    """The ``message_timestamp`` source of one emulator: fixed digits, or ``mixed`` rotation."""
+
+    def __init__(self, timestamp_digits: str) -> None:
+        self.digits = None if timestamp_digits == "mixed" else int(timestamp_digits)
+
+    def now(self) -> str:
+        return rfc3339_now(self.digits)

@@ -7,7 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import control_generate
+from . import control_generate, control_inject, control_observe
+from .subscription_rules import SAME_CONDITION_MESSAGE
 from .appkeys import FAULTS_KEY, MANAGER_KEY, ROUTER_KEY, STATE_KEY
 from .control_input import optional_int, selection, string_list
 from .faults import HelixFault, ShardErrorFault
@@ -36,7 +37,13 @@ async def mint_user_token(request: web.Request) -> web.Response:
     scopes = string_list(body, "scopes") or []
     token = state.issue_token(state.settings.client_id, user_id, tuple(scopes))
     logger.info("user token issued for user %s", user_id)
-    return json_response({"access_token": token.value, "expires_in": state.settings.token_expires_in_s})
+    return json_response({
+        "access_token": token.value,
+        "refresh_token": token.refresh_token,
+        "expires_in": state.settings.token_expires_in_s,
+        "scope": list(token.scopes),
+        "token_type": "bearer",
+    })
 
 
 async def get_counters(request: web.Request) -> web.Response:
@@ -53,13 +60,7 @@ async def reset_counters(request: web.Request) -> web.Response:
 async def list_sessions(request: web.Request) -> web.Response:
     state = request.config_dict[STATE_KEY]
     sessions = [
-        {
-            "id": session.id,
-            "state": "silent" if session.current.silent else session.state,
-            "connected_at": session.connected_at,
-            "keepalive_timeout_seconds": session.keepalive_s,
-            "shard_ids": state.shard_ids_of_session(session.id),
-        }
+        session.to_wire(state.shard_ids_of_session(session.id), len(state.session_subscriptions(session.id)))
         for session in state.sessions.values()
     ]
     return json_response(sessions)
@@ -107,6 +108,7 @@ async def reconnect_sessions(request: web.Request) -> web.Response:
 
 
 def _helix_fault(body: dict[str, Any]) -> HelixFault:
+    """Build a ``helix`` fault: any status and body for the next ``count`` calls of one endpoint."""
     method, path, status = body.get("method"), body.get("path"), body.get("status")
     if not isinstance(method, str) or not method:
         raise HelixError(400, "missing method, e.g. \"PATCH\"")
@@ -117,8 +119,27 @@ def _helix_fault(body: dict[str, Any]) -> HelixFault:
     fault_body = body.get("body")
     if fault_body is not None and not isinstance(fault_body, dict):
         raise HelixError(400, "body must be a JSON object")
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        raise HelixError(400, "message must be a string")
     count = optional_int(body, "count", 1) or 1
-    return HelixFault(method.upper(), path.removeprefix("/helix"), status, count, fault_body)
+    remaining = optional_int(body, "ratelimit_remaining", 0)
+    return HelixFault(method.upper(), path.removeprefix("/helix"), status, count, fault_body, message, remaining)
+
+
+def _rate_limit_fault(body: dict[str, Any]) -> HelixFault:
+    """Build a real-looking rate limit: 429 with ``Ratelimit-Remaining: 0``."""
+    fault = _helix_fault({"method": "POST", "path": "/eventsub/subscriptions", **body, "status": 429})
+    fault.message = fault.message or "Too Many Requests"
+    fault.ratelimit_remaining = 0
+    return fault
+
+
+def _subscription_limit_fault(body: dict[str, Any]) -> HelixFault:
+    """Build a limit error: 429 naming the same-type-and-condition limit, with the bucket not empty."""
+    fault = _helix_fault({"method": "POST", "path": "/eventsub/subscriptions", **body, "status": 429})
+    fault.message = fault.message or SAME_CONDITION_MESSAGE
+    return fault
 
 
 async def add_fault(request: web.Request) -> web.Response:
@@ -130,8 +151,12 @@ async def add_fault(request: web.Request) -> web.Response:
         faults.add_shard_error(ShardErrorFault(frozenset(shard_ids), optional_int(body, "count", 1) or 1))
     elif kind == "helix":
         faults.add_helix(_helix_fault(body))
+    elif kind == "rate_limit":
+        faults.add_helix(_rate_limit_fault(body))
+    elif kind == "subscription_limit":
+        faults.add_helix(_subscription_limit_fault(body))
     else:
-        raise HelixError(400, f"invalid kind {kind!r}: expected helix or shard_error")
+        raise HelixError(400, f"invalid kind {kind!r}: expected helix, rate_limit, subscription_limit or shard_error")
     return json_response(faults.to_wire(), 201)
 
 
@@ -171,6 +196,7 @@ async def authorize_users(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     user_ids = string_list(body, "user_ids", required=True) or []
     state.authorized_user_ids.update(user_ids)
+    state.deauthorized_user_ids.difference_update(user_ids)
     logger.info("%d users marked as having authorized the app", len(user_ids))
     return json_response({"authorized_user_ids": sorted(state.authorized_user_ids)})
 
@@ -209,4 +235,6 @@ def create_control_app() -> web.Application:
     app.router.add_get("/state", dump_state)
     app.router.add_get("/sent/{message_id}", get_sent_frame)
     control_generate.add_routes(app)
+    control_inject.add_routes(app)
+    control_observe.add_routes(app)
     return app

@@ -36,7 +36,34 @@ def _config(body: dict[str, Any]) -> GeneratorConfig:
         duplicate_ratio=optional_number(body, "duplicate_ratio", 0.0, 0.0, 1.0) or 0.0,
         duplicate_other_shard_ratio=optional_number(body, "duplicate_other_shard_ratio", 0.5, 0.0, 1.0) or 0.0,
         chat_text_bytes=optional_int(body, "chat_text_bytes", 0),
+        seed=_seed(body),
+        type_weights=_weights(body, "type_weights", KNOWN_TYPES),
+        channel_weights=_weights(body, "channel_weights", None),
     )
+
+
+def _seed(body: dict[str, Any]) -> int | None:
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise HelixError(400, f"invalid seed {seed!r}: expected an integer")
+    return seed
+
+
+def _weights(body: dict[str, Any], name: str, known: frozenset[str] | None) -> dict[str, float] | None:
+    """Return a name-to-weight table; each weight is a number >= 0 and one at least is > 0."""
+    table = body.get(name)
+    if table is None:
+        return None
+    if not isinstance(table, dict) or not table:
+        raise HelixError(400, f"invalid {name} {table!r}: expected an object of name to weight")
+    for key, weight in table.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise HelixError(400, f"invalid {name} weight {weight!r} for {key!r}: expected a number >= 0")
+        if known is not None and key not in known:
+            raise HelixError(400, f"unknown type {key!r} in {name}: expected some of {sorted(known)}")
+    if not any(weight > 0 for weight in table.values()):
+        raise HelixError(400, f"invalid {name}: at least one weight must be > 0")
+    return {key: float(weight) for key, weight in table.items()}
 
 
 def _find_run(request: web.Request) -> GeneratorRun:
@@ -51,8 +78,8 @@ async def start_generator(request: web.Request) -> web.Response:
     state = request.config_dict[STATE_KEY]
     registry: GeneratorRegistry = request.config_dict[GENERATORS_KEY]
     config = _config(await read_json_object(request))
-    if not state.enabled_conduit_subscriptions(config.types):
-        raise HelixError(409, "no enabled conduit subscriptions to generate events for")
+    if not state.enabled_subscriptions(config.types):
+        raise HelixError(409, "no enabled conduit or websocket subscriptions to generate events for")
     run = registry.start(config)
     if request.query.get("wait") in ("1", "true"):
         if run.task is not None:

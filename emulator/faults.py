@@ -11,13 +11,19 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(slots=True)
 class HelixFault:
-    """Answer the next ``remaining`` calls to ``method path`` with ``status`` and apply nothing."""
+    """Answer the next ``remaining`` calls to ``method path`` with ``status`` and apply nothing.
+
+    ``body`` replaces the whole JSON body, ``message`` only the error message.
+    ``ratelimit_remaining`` overrides the ``Ratelimit-Remaining`` header.
+    """
 
     method: str
     path: str
     status: int
     remaining: int
     body: dict[str, Any] | None = None
+    message: str | None = None
+    ratelimit_remaining: int | None = None
 
 
 @dataclasses.dataclass(slots=True)

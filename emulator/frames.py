@@ -1,4 +1,8 @@
-"""Encoders for EventSub WebSocket frames; each returns the UTF-8 JSON bytes to send."""
+"""Encoders for EventSub WebSocket frames; each returns the UTF-8 JSON bytes to send.
+
+``timestamp`` is the ``message_timestamp`` to use. None takes the current time with
+3, 6 and 9 fractional digits in rotation.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,15 @@ from .clock import rfc3339_now
 from .state import SentLog, Subscription
 
 
-def _metadata(message_type: str) -> dict[str, Any]:
+def _metadata(message_type: str, timestamp: str | None) -> dict[str, Any]:
     return {
         "message_id": str(uuid.uuid4()),
         "message_type": message_type,
-        "message_timestamp": rfc3339_now(),
+        "message_timestamp": timestamp or rfc3339_now(),
     }
 
 
-def welcome(session_id: str, connected_at: str, keepalive_s: int) -> bytes:
+def welcome(session_id: str, connected_at: str, keepalive_s: int, *, timestamp: str | None = None) -> bytes:
     session = {
         "id": session_id,
         "status": "connected",
@@ -27,14 +31,14 @@ def welcome(session_id: str, connected_at: str, keepalive_s: int) -> bytes:
         "keepalive_timeout_seconds": keepalive_s,
         "reconnect_url": None,
     }
-    return orjson.dumps({"metadata": _metadata("session_welcome"), "payload": {"session": session}})
+    return orjson.dumps({"metadata": _metadata("session_welcome", timestamp), "payload": {"session": session}})
 
 
-def keepalive() -> bytes:
-    return orjson.dumps({"metadata": _metadata("session_keepalive"), "payload": {}})
+def keepalive(*, timestamp: str | None = None) -> bytes:
+    return orjson.dumps({"metadata": _metadata("session_keepalive", timestamp), "payload": {}})
 
 
-def reconnect(session_id: str, connected_at: str, reconnect_url: str) -> bytes:
+def reconnect(session_id: str, connected_at: str, reconnect_url: str, *, timestamp: str | None = None) -> bytes:
     session = {
         "id": session_id,
         "status": "reconnecting",
@@ -42,11 +46,13 @@ def reconnect(session_id: str, connected_at: str, reconnect_url: str) -> bytes:
         "reconnect_url": reconnect_url,
         "connected_at": connected_at,
     }
-    return orjson.dumps({"metadata": _metadata("session_reconnect"), "payload": {"session": session}})
+    return orjson.dumps({"metadata": _metadata("session_reconnect", timestamp), "payload": {"session": session}})
 
 
-def notification(subscription: Subscription, event: dict[str, Any], sent_log: SentLog | None = None) -> bytes:
-    metadata = _metadata("notification")
+def notification(
+    subscription: Subscription, event: dict[str, Any], sent_log: SentLog | None = None, *, timestamp: str | None = None,
+) -> bytes:
+    metadata = _metadata("notification", timestamp)
     metadata["subscription_type"] = subscription.type
     metadata["subscription_version"] = subscription.version
     payload = {"subscription": subscription.to_wire(), "event": event}
@@ -56,8 +62,8 @@ def notification(subscription: Subscription, event: dict[str, Any], sent_log: Se
     return data
 
 
-def revocation(subscription: Subscription) -> bytes:
-    metadata = _metadata("revocation")
+def revocation(subscription: Subscription, *, timestamp: str | None = None) -> bytes:
+    metadata = _metadata("revocation", timestamp)
     metadata["subscription_type"] = subscription.type
     metadata["subscription_version"] = subscription.version
     return orjson.dumps({"metadata": metadata, "payload": {"subscription": subscription.to_wire()}})

@@ -1,4 +1,9 @@
-"""Load generator: notifications for the enabled conduit subscriptions at a fixed rate."""
+"""Load generator: notifications for the enabled conduit and WebSocket subscriptions at a fixed rate.
+
+Each run has its own random generator. With a seed, the same subscriptions (in the same
+creation order) give the same sequence of subscription choices, duplicate decisions and
+event bodies; message ids and timestamps still differ.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import random
 import time
 from typing import Any
 
@@ -31,14 +37,21 @@ class GeneratorConfig:
     duplicate_ratio: float = 0.0
     duplicate_other_shard_ratio: float = 0.5
     chat_text_bytes: int | None = None
+    seed: int | None = None
+    # Relative weights by subscription type and by broadcaster_user_id. A name missing
+    # from a given table gets weight 0, and no table means equal weights.
+    type_weights: dict[str, float] | None = None
+    channel_weights: dict[str, float] | None = None
 
 
 class GeneratorRun:
     """One generator run; ``sent`` counts unique notifications, dropped ones included."""
 
-    def __init__(self, run_id: str, config: GeneratorConfig, state: EmulatorState, router: Router) -> None:
+    def __init__(self, run_id: str, config: GeneratorConfig, state: EmulatorState, router: Router, seed: int) -> None:
         self.id = run_id
         self.config = config
+        self.seed = seed
+        self.rng = random.Random(seed)
         self.state = state
         self.router = router
         self.sent = 0
@@ -48,6 +61,7 @@ class GeneratorRun:
         self.stop_reason: str | None = None
         self.task: asyncio.Task[None] | None = None
         self._subscriptions: list[Subscription] = []
+        self._cumulative_weights: list[float] | None = None
         self._refreshed_at = 0.0
 
     def to_wire(self) -> dict[str, Any]:
@@ -58,6 +72,7 @@ class GeneratorRun:
             "duplicates": self.duplicates,
             "dropped_disabled": self.dropped_disabled,
             "stop_reason": self.stop_reason,
+            "seed": self.seed,
         }
 
     async def run(self) -> None:
@@ -88,31 +103,57 @@ class GeneratorRun:
                 continue
             subscriptions = self._current_subscriptions()
             if not subscriptions:
-                return "no enabled conduit subscriptions"
+                return "no enabled subscriptions"
             await self._send_batch(subscriptions, min(due, MAX_BATCH))
             await asyncio.sleep(0)
 
     def _current_subscriptions(self) -> list[Subscription]:
         now = time.monotonic()
         if now - self._refreshed_at >= SUBSCRIPTION_REFRESH_S:
-            self._subscriptions = self.state.enabled_conduit_subscriptions(self.config.types)
+            self._subscriptions, self._cumulative_weights = self._weighted(self.state.enabled_subscriptions(self.config.types))
             self._refreshed_at = now
         return self._subscriptions
 
+    def _weighted(self, subscriptions: list[Subscription]) -> tuple[list[Subscription], list[float] | None]:
+        """Drop subscriptions of weight 0 and return the rest with cumulative weights (None: all equal)."""
+        type_weights, channel_weights = self.config.type_weights, self.config.channel_weights
+        if type_weights is None and channel_weights is None:
+            return subscriptions, None
+        kept: list[Subscription] = []
+        cumulative: list[float] = []
+        total = 0.0
+        for subscription in subscriptions:
+            weight = 1.0
+            if type_weights is not None:
+                weight *= type_weights.get(subscription.type, 0.0)
+            if channel_weights is not None:
+                weight *= channel_weights.get(subscription.condition.get("broadcaster_user_id", ""), 0.0)
+            if weight > 0:
+                total += weight
+                kept.append(subscription)
+                cumulative.append(total)
+        return kept, cumulative
+
+    def _choose(self, subscriptions: list[Subscription]) -> Subscription:
+        if self._cumulative_weights is None:
+            return self.rng.choice(subscriptions)
+        return self.rng.choices(subscriptions, cum_weights=self._cumulative_weights)[0]
+
     async def _send_batch(self, subscriptions: list[Subscription], size: int) -> None:
         """Build ``size`` frames, group them per session, then write each session's frames in a row."""
-        rng = self.state.rng
+        rng = self.rng
         options = {"chat_text_bytes": self.config.chat_text_bytes}
-        outgoing: dict[Session, list[tuple[Shard, bytes]]] = {}
+        outgoing: dict[Session, list[tuple[Shard | None, bytes]]] = {}
         for _ in range(size):
-            subscription = rng.choice(subscriptions)
+            subscription = self._choose(subscriptions)
             self.sent += 1
             self.state.counters.sent += 1
             target = self.router.pick(subscription)
             if target is None:
                 self.dropped_disabled += 1
                 continue
-            data = frames.notification(subscription, payloads.build_event(subscription, rng, options), self.state.sent_log)
+            event = payloads.build_event(subscription, rng, options)
+            data = frames.notification(subscription, event, self.state.sent_log, timestamp=self.state.timestamp())
             outgoing.setdefault(target[0], []).append((target[1], data))
             if self.config.duplicate_ratio and rng.random() < self.config.duplicate_ratio:
                 self._add_duplicate(subscription, target, data, outgoing)
@@ -121,17 +162,17 @@ class GeneratorRun:
                 await self.router.deliver(session, shard, data)
 
     def _add_duplicate(
-        self, subscription: Subscription, target: tuple[Session, Shard], data: bytes,
-        outgoing: dict[Session, list[tuple[Shard, bytes]]],
+        self, subscription: Subscription, target: tuple[Session, Shard | None], data: bytes,
+        outgoing: dict[Session, list[tuple[Shard | None, bytes]]],
     ) -> None:
         self.duplicates += 1
         self.state.counters.duplicates_injected += 1
         duplicate_target = target
-        if self.state.rng.random() < self.config.duplicate_other_shard_ratio:
+        if self.rng.random() < self.config.duplicate_other_shard_ratio:
             duplicate_target = self._other_enabled_target(subscription, target[0]) or target
         outgoing.setdefault(duplicate_target[0], []).append((duplicate_target[1], data))
 
-    def _other_enabled_target(self, subscription: Subscription, session: Session) -> tuple[Session, Shard] | None:
+    def _other_enabled_target(self, subscription: Subscription, session: Session) -> tuple[Session, Shard | None] | None:
         conduit = self.state.conduits.get(subscription.conduit_id or "")
         if conduit is None:
             return None
@@ -140,7 +181,7 @@ class GeneratorRun:
             other = self.router.enabled_session(shard)
             if other is not None and other is not session:
                 candidates.append((other, shard))
-        return self.state.rng.choice(candidates) if candidates else None
+        return self.rng.choice(candidates) if candidates else None
 
 
 class GeneratorRegistry:
@@ -151,10 +192,19 @@ class GeneratorRegistry:
         self._ids = itertools.count(1)
 
     def start(self, config: GeneratorConfig) -> GeneratorRun:
-        run = GeneratorRun(f"gen-{next(self._ids)}", config, self.state, self.router)
+        number = next(self._ids)
+        run = GeneratorRun(f"gen-{number}", config, self.state, self.router, self._seed_for(config, number))
         run.task = asyncio.create_task(run.run(), name=f"generator {run.id}")
         self.runs[run.id] = run
         return run
+
+    def _seed_for(self, config: GeneratorConfig, number: int) -> int:
+        """Return the request's seed, else one derived from the settings seed and the run number, else a random one."""
+        if config.seed is not None:
+            return config.seed
+        if self.state.settings.seed is not None:
+            return self.state.settings.seed * 1_000_003 + number
+        return random.SystemRandom().randrange(1 << 62)
 
     async def stop(self, run: GeneratorRun) -> None:
         if run.task is not None and not run.task.done():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import http
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,7 +15,8 @@ import orjson
 from aiohttp import web
 
 from .appkeys import FAULTS_KEY, STATE_KEY, TOKEN_KEY
-from .faults import FaultStore
+from .clock import rfc3339_now
+from .faults import FaultStore, HelixFault
 from .ratelimit import TokenBucket
 from .state import EmulatorState, Token
 
@@ -93,36 +96,66 @@ def _authenticate(state: EmulatorState, request: web.Request, client_id: str) ->
 
 @web.middleware
 async def helix_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate, charge the rate-limit bucket, apply faults and add the Ratelimit headers."""
+    """Authenticate, charge the rate-limit bucket, apply faults and latency, add the Ratelimit headers, log the call."""
     state = request.config_dict[STATE_KEY]
     faults = request.config_dict[FAULTS_KEY]
+    started = time.monotonic()
     path = request.path.removeprefix("/helix")
     state.counters.helix_calls[f"{request.method} {path}"] += 1
+    if state.helix_latency_ms > 0:
+        await asyncio.sleep(state.helix_latency_ms / 1000)
     client_id = request.headers.get("Client-Id", "")
     bucket = state.bucket(client_id) if client_id else None
 
-    response = await _handle(state, faults, request, handler, client_id, path, bucket)
+    response, fault = await _handle(state, faults, request, handler, client_id, path, bucket)
     if bucket is not None:
         response.headers.update(bucket.headers())
+    if fault is not None and fault.ratelimit_remaining is not None:
+        response.headers["Ratelimit-Remaining"] = str(fault.ratelimit_remaining)
+    _log_call(state, request, path, response, fault, started)
     return response
 
 
 async def _handle(
     state: EmulatorState, faults: FaultStore, request: web.Request, handler: Handler,
     client_id: str, path: str, bucket: TokenBucket | None,
-) -> web.StreamResponse:
+) -> tuple[web.StreamResponse, HelixFault | None]:
     token = _authenticate(state, request, client_id) if client_id else None
     if token is None:
-        return error_response(401, "Invalid OAuth token")
+        return error_response(401, "Invalid OAuth token"), None
+    request[TOKEN_KEY] = token
     if bucket is None or not bucket.try_take():
-        return error_response(429, "rate limit exceeded")
+        return error_response(429, "rate limit exceeded"), None
     fault = faults.take_helix(request.method, path)
     if fault is not None:
         if fault.body is not None:
-            return json_response(fault.body, fault.status)
-        return error_response(fault.status, "injected fault")
-    request[TOKEN_KEY] = token
+            return json_response(fault.body, fault.status), fault
+        return error_response(fault.status, fault.message or "injected fault"), fault
     try:
-        return await handler(request)
+        return await handler(request), None
     except HelixError as exc:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message), None
+
+
+def _log_call(
+    state: EmulatorState, request: web.Request, path: str, response: web.StreamResponse,
+    fault: HelixFault | None, started: float,
+) -> None:
+    token = request.get(TOKEN_KEY)
+    entry: dict[str, Any] = {
+        "at": rfc3339_now(3),
+        "method": request.method,
+        "path": path,
+        "query": dict(request.query),
+        "status": response.status,
+        "client_id": request.headers.get("Client-Id"),
+        "token": None if token is None else ("app" if token.is_app else f"user {token.user_id}"),
+        "injected": fault is not None,
+        "duration_ms": round((time.monotonic() - started) * 1000, 3),
+    }
+    if response.status >= 400 and isinstance(response, web.Response) and response.body:
+        try:
+            entry["message"] = orjson.loads(response.body).get("message")
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            entry["message"] = None
+    state.helix_log.record(entry)

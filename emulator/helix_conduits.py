@@ -39,6 +39,23 @@ def _owned_conduit(state: EmulatorState, client_id: str, conduit_id: Any) -> Con
     return conduit
 
 
+async def _conduit_body(request: web.Request, state: EmulatorState, names: tuple[str, ...]) -> dict[str, Any]:
+    """Return the JSON body. With ``query_fields_as_body``, fill missing ``names`` from the query string.
+
+    Twitch's reference puts these fields in the body. TwitchIO 3 sends them as query
+    parameters, which the setting accepts for running that client here.
+    """
+    if not state.settings.query_fields_as_body:
+        return await read_json_object(request)
+    body = await read_json_object(request) if request.can_read_body else {}
+    for name in names:
+        if name in body or name not in request.query:
+            continue
+        raw = request.query[name]
+        body[name] = int(raw) if name == "shard_count" and raw.isdigit() else raw
+    return body
+
+
 async def list_conduits(request: web.Request) -> web.Response:
     token = require_app_token(request)
     conduits = _state(request).conduits_of(token.client_id)
@@ -48,7 +65,7 @@ async def list_conduits(request: web.Request) -> web.Response:
 async def create_conduit(request: web.Request) -> web.Response:
     token = require_app_token(request)
     state = _state(request)
-    body = await read_json_object(request)
+    body = await _conduit_body(request, state, ("shard_count",))
     shard_count = _shard_count(state, body.get("shard_count"))
     if len(state.conduits_of(token.client_id)) >= state.settings.max_conduits:
         raise HelixError(429, "conduit limit reached")
@@ -59,7 +76,7 @@ async def create_conduit(request: web.Request) -> web.Response:
 async def update_conduit(request: web.Request) -> web.Response:
     token = require_app_token(request)
     state = _state(request)
-    body = await read_json_object(request)
+    body = await _conduit_body(request, state, ("id", "shard_count"))
     if not isinstance(body.get("id"), str):
         raise HelixError(400, "missing conduit id")
     shard_count = _shard_count(state, body.get("shard_count"))
@@ -151,7 +168,7 @@ async def update_shards(request: web.Request) -> web.Response:
     token = require_app_token(request)
     state = _state(request)
     faults: FaultStore = request.config_dict[FAULTS_KEY]
-    body = await read_json_object(request)
+    body = await _conduit_body(request, state, ("conduit_id",))
     if not isinstance(body.get("conduit_id"), str):
         raise HelixError(400, "missing conduit_id")
     entries = body.get("shards")

@@ -49,6 +49,11 @@ def _user_fields(prefix: str, user_id: str) -> dict[str, str]:
     }
 
 
+def _random_uuid(rng: random.Random) -> str:
+    """Return a version-4 UUID drawn from ``rng``, so a seeded run repeats it."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
 def _random_user_id(rng: random.Random) -> str:
     return str(rng.randrange(10_000_000, 999_999_999))
 
@@ -140,7 +145,7 @@ def channel_chat_message(subscription: Subscription, rng: random.Random, options
     return {
         **_broadcaster(subscription),
         **_user_fields("chatter_user", _random_user_id(rng)),
-        "message_id": str(uuid.uuid4()),
+        "message_id": _random_uuid(rng),
         "message": {"text": "".join(fragment["text"] for fragment in fragments), "fragments": fragments},
         "color": rng.choice(_COLORS),
         "badges": badges,
@@ -148,11 +153,13 @@ def channel_chat_message(subscription: Subscription, rng: random.Random, options
         "cheer": None,
         "reply": None,
         "channel_points_custom_reward_id": None,
+        "channel_points_animation_id": None,
         "source_broadcaster_user_id": None,
         "source_broadcaster_user_login": None,
         "source_broadcaster_user_name": None,
         "source_message_id": None,
         "source_badges": None,
+        "is_source_only": None,
     }
 
 
@@ -164,7 +171,7 @@ def conduit_shard_disabled(subscription: Subscription, rng: random.Random, optio
         "status": "websocket_disconnected",
         "transport": {
             "method": "websocket",
-            "session_id": str(uuid.uuid4()),
+            "session_id": _random_uuid(rng),
             "connected_at": now,
             "disconnected_at": now,
         },

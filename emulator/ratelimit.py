@@ -28,6 +28,11 @@ class TokenBucket:
         self._points -= points
         return True
 
+    def empty(self) -> None:
+        """Take every point, so the next call gets 429 until the bucket refills."""
+        self._refill()
+        self._points = 0.0
+
     def headers(self) -> dict[str, str]:
         """Return the ``Ratelimit-*`` headers for the bucket's current level."""
         self._refill()

@@ -29,13 +29,16 @@ class Router:
             return None
         return self.state.sessions.get(shard.session_id)
 
-    def pick(self, subscription: Subscription, count_drop: bool = True) -> tuple[Session, Shard] | None:
+    def pick(self, subscription: Subscription, count_drop: bool = True) -> tuple[Session, Shard | None] | None:
         """Return the target (session, shard), or None after counting a drop.
 
-        Twitch hashes the channel id to a shard, retries a disabled shard's notification
+        A WebSocket-transport subscription goes to its own session, with no shard.
+        For a conduit subscription, Twitch hashes the channel id to a shard, retries a disabled shard's notification
         once on one other shard, and drops it if that shard is disabled too
         (Handling conduit events page). The hash here is crc32 of the routing key.
         """
+        if subscription.session_id is not None:
+            return self._pick_websocket(subscription.session_id, count_drop)
         conduit = self.state.conduits.get(subscription.conduit_id or "")
         if conduit is None or not conduit.shards:
             if count_drop:
@@ -61,11 +64,33 @@ class Router:
             self.counters.per_shard_dropped[first.id] += 1
         return None
 
-    async def deliver(self, session: Session, shard: Shard, data: bytes) -> bool:
+    def _pick_websocket(self, session_id: str, count_drop: bool) -> tuple[Session, None] | None:
+        session = self.state.sessions.get(session_id)
+        if session is not None and session.state != "closed":
+            return session, None
+        if count_drop:
+            self.counters.dropped_disabled += 1
+        return None
+
+    async def deliver(self, session: Session, shard: Shard | None, data: bytes) -> bool:
+        """Send a notification frame now, or later when WebSocket latency is set (then return True)."""
+        delay_ms = self.state.websocket_latency_ms
+        if delay_ms > 0 and self.manager is not None:
+            self.manager.spawn(self._deliver_later(session, shard, data, delay_ms / 1000), name=f"session {session.id} delayed frame")
+            return True
+        return await self._send(session, shard, data)
+
+    async def _deliver_later(self, session: Session, shard: Shard | None, data: bytes, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._send(session, shard, data)
+
+    async def _send(self, session: Session, shard: Shard | None, data: bytes) -> bool:
         sent = await session.send_tracked(data)
         if sent:
             self.counters.delivered += 1
-            self.counters.per_shard_delivered[shard.id] += 1
+            session.counters["notifications"] += 1
+            if shard is not None:
+                self.counters.per_shard_delivered[shard.id] += 1
         return sent
 
     async def notify(self, subscription: Subscription, event: dict[str, Any]) -> bool:
@@ -74,16 +99,17 @@ class Router:
         target = self.pick(subscription)
         if target is None:
             return False
-        return await self.deliver(target[0], target[1], frames.notification(subscription, event, self.state.sent_log))
+        data = frames.notification(subscription, event, self.state.sent_log, timestamp=self.state.timestamp())
+        return await self.deliver(target[0], target[1], data)
 
     async def revoke(self, subscription: Subscription) -> bool:
         """Send a revocation frame for ``subscription`` whose status was already changed."""
-        if subscription.conduit_id is None:
+        if subscription.conduit_id is None and subscription.session_id is None:
             return False
         target = self.pick(subscription, count_drop=False)
         if target is None:
             return False
-        sent = await target[0].send_tracked(frames.revocation(subscription))
+        sent = await target[0].send_tracked(frames.revocation(subscription, timestamp=self.state.timestamp()))
         if sent:
             self.counters.revocations_sent += 1
         return sent

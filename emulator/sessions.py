@@ -31,6 +31,9 @@ STATUS_BY_CLOSE_CODE = {
     4006: "websocket_network_error",
 }
 
+# Per-session counters served by GET /_emulator/sessions.
+SESSION_COUNTERS = ("frames_sent", "notifications", "keepalives", "pings_sent", "pongs_received", "malformed_sent")
+
 # Real seconds the emulator waits, after the welcome on the new socket, before it
 # closes the old socket of a reconnect itself.
 OLD_SOCKET_CLOSE_DELAY_S = 0.5
@@ -53,13 +56,19 @@ class Connection:
 
     async def send(self, data: bytes) -> bool:
         """Send one text frame; return False when the socket is silent or closed."""
+        return await self.send_raw(data, WSMsgType.TEXT)
+
+    async def send_raw(self, data: bytes, message_type: WSMsgType) -> bool:
+        """Send one frame of ``message_type``. Return False when the socket is silent or closed."""
         if self.silent or self.ws.closed:
             return False
         try:
-            await self.ws.send_frame(data, WSMsgType.TEXT)
+            await self.ws.send_frame(data, message_type)
         except (ConnectionError, RuntimeError):
             return False
         self.last_sent = time.monotonic()
+        if self.session is not None:
+            self.session.counters["frames_sent"] += 1
         return True
 
     async def close(self, code: int, reason: str, counters: Any) -> None:
@@ -77,7 +86,7 @@ class Connection:
 class Session:
     """An EventSub session; its id survives a reconnect."""
 
-    def __init__(self, connection: Connection, keepalive_s: int, overlap_resend: int) -> None:
+    def __init__(self, connection: Connection, keepalive_s: int, overlap_resend: int, expect_pongs: bool = True) -> None:
         self.id = str(uuid.uuid4())
         self.keepalive_s = keepalive_s
         self.connected_at = rfc3339_now()
@@ -88,7 +97,22 @@ class Session:
         self.recent: collections.deque[bytes] = collections.deque(maxlen=overlap_resend)
         self.reconnect_token: str | None = None
         self.grace_handle: asyncio.TimerHandle | None = None
+        # False: unanswered pings do not close the session with 4002.
+        self.expect_pongs = expect_pongs
+        self.counters: collections.Counter[str] = collections.Counter()
         connection.session = self
+
+    def to_wire(self, shard_ids: list[str], subscription_count: int) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": "silent" if self.current.silent else self.state,
+            "connected_at": self.connected_at,
+            "keepalive_timeout_seconds": self.keepalive_s,
+            "shard_ids": shard_ids,
+            "websocket_subscriptions": subscription_count,
+            "expect_pongs": self.expect_pongs,
+            "counters": {name: self.counters[name] for name in SESSION_COUNTERS},
+        }
 
     async def send_tracked(self, data: bytes) -> bool:
         """Send a notification or revocation and remember it for the reconnect overlap."""
@@ -119,11 +143,11 @@ class SessionManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def open(self, connection: Connection, keepalive_s: int) -> Session:
-        session = Session(connection, keepalive_s, self.settings.reconnect_overlap_resend)
+        session = Session(connection, keepalive_s, self.settings.reconnect_overlap_resend, self.settings.expect_pongs)
         self.state.sessions[session.id] = session
         self.state.counters.sessions_opened += 1
         logger.info("session %s opened (keepalive %d s)", session.id, keepalive_s)
-        await connection.send(frames.welcome(session.id, session.connected_at, keepalive_s))
+        await connection.send(frames.welcome(session.id, session.connected_at, keepalive_s, timestamp=self.state.timestamp()))
         return session
 
     async def start_reconnect(self, session: Session) -> bool:
@@ -139,7 +163,7 @@ class SessionManager:
         loop = asyncio.get_running_loop()
         session.grace_handle = loop.call_later(grace_s, self._on_grace_expired, session, token)
         logger.info("session %s asked to reconnect", session.id)
-        await session.current.send(frames.reconnect(session.id, session.connected_at, url))
+        await session.current.send(frames.reconnect(session.id, session.connected_at, url, timestamp=self.state.timestamp()))
         return True
 
     def claim(self, token: str) -> Session | None:
@@ -161,7 +185,9 @@ class SessionManager:
             session.grace_handle.cancel()
             session.grace_handle = None
         logger.info("session %s reconnected on a new socket", session.id)
-        await connection.send(frames.welcome(session.id, session.connected_at, session.keepalive_s))
+        await connection.send(
+            frames.welcome(session.id, session.connected_at, session.keepalive_s, timestamp=self.state.timestamp())
+        )
         await self._resend_overlap(session, connection)
         self.spawn(self._close_old(old), name=f"session {session.id} close old socket")
 
@@ -203,7 +229,9 @@ class SessionManager:
             session.grace_handle.cancel()
         status = connection.end_status or DISCONNECTED
         disabled = self.state.disable_session_shards(session.id, status)
-        logger.info("session %s closed, %d shards now %s", session.id, len(disabled), status)
+        subscriptions = self.state.disable_session_subscriptions(session.id, status)
+        logger.info("session %s closed, %d shards and %d websocket subscriptions now %s",
+                    session.id, len(disabled), subscriptions, status)
         if disabled:
             self.on_shards_disabled(disabled)
 

@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+TIMESTAMP_DIGIT_CHOICES = ("3", "6", "9", "mixed")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EmulatorSettings:
@@ -31,8 +33,23 @@ class EmulatorSettings:
     page_size: int = 100
     reconnect_overlap_resend: int = 3
     seed: int | None = None
+    timestamp_digits: str = "mixed"
+    ping_interval_s: float | None = None
+    expect_pongs: bool = True
+    conduit_idle_delete_s: float = 72 * 3600.0
+    disabled_subscription_ttl_s: float = 60.0
+    ws_max_connections_per_user: int = 3
+    ws_max_subscriptions_per_connection: int = 300
+    max_total_cost: int = 10_000
+    ws_max_total_cost: int = 10
+    ws_limit_status: int = 429
+    max_same_type_condition: int = 3
+    helix_log_size: int = 1000
+    query_fields_as_body: bool = False
 
     def __post_init__(self) -> None:
+        if isinstance(self.timestamp_digits, int) and not isinstance(self.timestamp_digits, bool):
+            object.__setattr__(self, "timestamp_digits", str(self.timestamp_digits))
         for field in dataclasses.fields(self):
             check = _CHECKS.get(field.name)
             if check is None:
@@ -116,6 +133,45 @@ def _text_check(value: Any) -> str | None:
     return None
 
 
+def _timestamp_digits_check(value: Any) -> str | None:
+    if value not in TIMESTAMP_DIGIT_CHOICES:
+        return "one of " + ", ".join(TIMESTAMP_DIGIT_CHOICES)
+    return None
+
+
+def _optional_positive_float(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _positive_float("a number of seconds > 0 or empty")(value)
+
+
+def _bool_check(value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return "true or false"
+    return None
+
+
+def _limit_status_check(value: Any) -> str | None:
+    if value not in (400, 429):
+        return "400 or 429"
+    return None
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _optional_float(raw: str) -> float | None:
+    if raw.strip() == "":
+        return None
+    return float(raw)
+
+
 def _seed_check(value: Any) -> str | None:
     if value is None:
         return None
@@ -139,6 +195,19 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "page_size": _int_range(1, None, "an integer >= 1"),
     "reconnect_overlap_resend": _int_range(0, None, "an integer >= 0"),
     "seed": _seed_check,
+    "timestamp_digits": _timestamp_digits_check,
+    "ping_interval_s": _optional_positive_float,
+    "expect_pongs": _bool_check,
+    "conduit_idle_delete_s": _positive_float("a number of seconds > 0"),
+    "disabled_subscription_ttl_s": _positive_float("a number of seconds > 0"),
+    "ws_max_connections_per_user": _int_range(1, None, "an integer >= 1"),
+    "ws_max_subscriptions_per_connection": _int_range(1, None, "an integer >= 1"),
+    "max_total_cost": _int_range(0, None, "an integer >= 0"),
+    "ws_max_total_cost": _int_range(0, None, "an integer >= 0"),
+    "ws_limit_status": _limit_status_check,
+    "max_same_type_condition": _int_range(1, None, "an integer >= 1"),
+    "helix_log_size": _int_range(0, None, "an integer >= 0"),
+    "query_fields_as_body": _bool_check,
 }
 
 _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
@@ -156,4 +225,17 @@ _PARSERS: dict[str, tuple[Callable[[str], Any], str]] = {
     "page_size": (int, "an integer >= 1"),
     "reconnect_overlap_resend": (int, "an integer >= 0"),
     "seed": (_optional_int, "an integer or empty"),
+    "timestamp_digits": (str.strip, "3, 6, 9 or mixed"),
+    "ping_interval_s": (_optional_float, "a number of seconds > 0 or empty"),
+    "expect_pongs": (_parse_bool, "true or false"),
+    "conduit_idle_delete_s": (float, "a number of seconds > 0"),
+    "disabled_subscription_ttl_s": (float, "a number of seconds > 0"),
+    "ws_max_connections_per_user": (int, "an integer >= 1"),
+    "ws_max_subscriptions_per_connection": (int, "an integer >= 1"),
+    "max_total_cost": (int, "an integer >= 0"),
+    "ws_max_total_cost": (int, "an integer >= 0"),
+    "ws_limit_status": (int, "400 or 429"),
+    "max_same_type_condition": (int, "an integer >= 1"),
+    "helix_log_size": (int, "an integer >= 0"),
+    "query_fields_as_body": (_parse_bool, "true or false"),
 }

@@ -77,12 +77,15 @@ async def _read(connection: Connection, state: EmulatorState) -> None:
             await ws.pong(message.data)
         elif message.type == WSMsgType.PONG:
             connection.last_pong = time.monotonic()
+            if connection.session is not None:
+                connection.session.counters["pongs_received"] += 1
 
 
 async def _watch(connection: Connection, session: Session, settings: EmulatorSettings, state: EmulatorState) -> None:
     """Send keepalives and pings, and enforce the bind deadline and the ping-pong answer."""
     keepalive_real_s = settings.real_s(session.keepalive_s)
-    ping_interval_s = keepalive_real_s
+    # NOTE: Twitch documents no ping interval; the default is the keepalive timeout.
+    ping_interval_s = settings.real_s(settings.ping_interval_s or session.keepalive_s)
     bind_deadline_at = session.welcome_at + settings.real_s(settings.bind_deadline_s)
     next_ping_at = time.monotonic() + ping_interval_s
     while not connection.ws.closed:
@@ -90,8 +93,9 @@ async def _watch(connection: Connection, session: Session, settings: EmulatorSet
         if connection.silent or session.current is not connection:
             await asyncio.sleep(keepalive_real_s)
             continue
-        # Twitch closes a session that no shard uses 10 s after its welcome (4003 assumed
-        # for conduits, since the docs give no code for that case).
+        # Twitch closes a session that no shard uses and that got no subscription within
+        # 10 s of its welcome with 4003 (WebSocket reference; for conduits the code is
+        # assumed, since the docs give none).
         if not session.ever_bound and now >= bind_deadline_at:
             logger.info("session %s closed: not bound within the bind deadline", session.id)
             await connection.close(4003, "connection unused", state.counters)
@@ -101,10 +105,12 @@ async def _watch(connection: Connection, session: Session, settings: EmulatorSet
         if now >= next_ping_at:
             connection.ping_sent_at = now
             next_ping_at = now + ping_interval_s
+            session.counters["pings_sent"] += 1
             await _ping(connection)
         keepalive_at = connection.last_sent + keepalive_real_s
         if now >= keepalive_at:
-            await connection.send(frames.keepalive())
+            session.counters["keepalives"] += 1
+            await connection.send(frames.keepalive(timestamp=state.timestamp()))
             keepalive_at = connection.last_sent + keepalive_real_s
         wake_at = min(keepalive_at, next_ping_at)
         if not session.ever_bound:
@@ -115,6 +121,8 @@ async def _watch(connection: Connection, session: Session, settings: EmulatorSet
 async def _check_ping(connection: Connection, now: float, interval_s: float, state: EmulatorState) -> bool:
     sent_at = connection.ping_sent_at
     if sent_at is None or connection.last_pong >= sent_at or now - sent_at < interval_s:
+        return True
+    if connection.session is not None and not connection.session.expect_pongs:
         return True
     logger.info("session %s closed: no pong", connection.session.id if connection.session else "?")
     await connection.close(4002, "client failed ping-pong", state.counters)

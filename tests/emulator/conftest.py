@@ -14,6 +14,10 @@ from emulator import EmulatorSettings, create_app
 
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "twitchio: runs TwitchIO 3.x against the emulator (skipped without twitchio)")
+
+
 @pytest.fixture
 async def start_emulator() -> AsyncIterator[EmulatorFactory]:
     """Start emulators with setting overrides; each gets its own port and client session."""

@@ -11,6 +11,7 @@ import aiohttp
 import orjson
 
 from emulator import EmulatorSettings
+from emulator.client import EmulatorClient as ControlClient
 
 FAST_SCALE = 0.05
 
@@ -31,6 +32,7 @@ class EmulatorClient:
         self.ws_url = base_url.replace("http://", "ws://") + "/ws"
         self.settings = settings
         self.token: str | None = None
+        self.api = ControlClient(base_url, http)
 
     async def app_token(self) -> str:
         form = {
@@ -83,6 +85,19 @@ class EmulatorClient:
             "transport": {"method": "conduit", "conduit_id": conduit_id},
         }
         return await self.helix("POST", "/eventsub/subscriptions", json=body)
+
+    async def user_token(self, user_id: str, scopes: list[str] | None = None) -> str:
+        return (await self.api.user_token(user_id, scopes))["access_token"]
+
+    async def subscribe_ws(self, session_id: str, token: str, sub_type: str = "stream.online", version: str = "1",
+                           condition: dict[str, str] | None = None) -> Reply:
+        body = {
+            "type": sub_type,
+            "version": version,
+            "condition": {"broadcaster_user_id": "1001"} if condition is None else condition,
+            "transport": {"method": "websocket", "session_id": session_id},
+        }
+        return await self.helix("POST", "/eventsub/subscriptions", json=body, token=token)
 
     async def shards(self, conduit_id: str) -> dict[str, dict[str, Any]]:
         reply = await self.helix("GET", "/eventsub/conduits/shards", params={"conduit_id": conduit_id})

@@ -60,10 +60,8 @@ async def test_subscription_bad_requests_400(emu: EmulatorClient) -> None:
     assert "not found" in unknown.body["message"]
 
 
-async def test_subscription_cost_limit_429(emu: EmulatorClient, monkeypatch) -> None:
-    from emulator import helix_subscriptions
-
-    monkeypatch.setattr(helix_subscriptions, "MAX_TOTAL_COST", 2)
+async def test_subscription_cost_limit_429(start_emulator) -> None:
+    emu = await start_emulator(max_total_cost=2)
     conduit_id = await emu.create_conduit(1)
     for user_id in ("1", "2"):
         assert (await emu.subscribe(conduit_id, condition={"broadcaster_user_id": user_id})).status == 202

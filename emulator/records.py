@@ -1,0 +1,95 @@
+"""Observation records: delivery counters and the log of sent notification frames."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+
+class Counters:
+    """Delivery and traffic counters served by ``GET /_emulator/counters``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sent = 0
+        self.delivered = 0
+        self.duplicates_injected = 0
+        self.retried_other_shard = 0
+        self.dropped_disabled = 0
+        self.overlap_resent = 0
+        self.revocations_sent = 0
+        self.per_shard_delivered: collections.Counter[str] = collections.Counter()
+        self.per_shard_dropped: collections.Counter[str] = collections.Counter()
+        self.helix_calls: collections.Counter[str] = collections.Counter()
+        self.closed_codes: collections.Counter[int] = collections.Counter()
+        self.sessions_opened = 0
+
+    def to_wire(self, sessions_open: int) -> dict[str, Any]:
+        shard_ids = set(self.per_shard_delivered) | set(self.per_shard_dropped)
+        per_shard = {
+            shard_id: {
+                "delivered": self.per_shard_delivered[shard_id],
+                "dropped": self.per_shard_dropped[shard_id],
+            }
+            for shard_id in sorted(shard_ids, key=shard_sort_key)
+        }
+        body: dict[str, Any] = {
+            "sent": self.sent,
+            "delivered": self.delivered,
+            "duplicates_injected": self.duplicates_injected,
+            "retried_other_shard": self.retried_other_shard,
+            "dropped_disabled": self.dropped_disabled,
+            "overlap_resent": self.overlap_resent,
+            "revocations_sent": self.revocations_sent,
+            "per_shard": per_shard,
+            "helix_calls": dict(self.helix_calls),
+            "sessions_open": sessions_open,
+            "sessions_opened": self.sessions_opened,
+        }
+        for code, count in sorted(self.closed_codes.items()):
+            body[f"closed_{code}"] = count
+        for code in (4001, 4002, 4003, 4004, 4007):
+            body.setdefault(f"closed_{code}", 0)
+        return body
+
+
+def shard_sort_key(shard_id: str) -> tuple[int, str]:
+    return (int(shard_id), "") if shard_id.isdigit() else (1 << 62, shard_id)
+
+
+class SentLog:
+    """The most recent notification frames by message_id, so tests can compare bytes end to end."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._frames: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+
+    def record(self, message_id: str, data: bytes) -> None:
+        self._frames[message_id] = data
+        if len(self._frames) > self.capacity:
+            self._frames.popitem(last=False)
+
+    def get(self, message_id: str) -> bytes | None:
+        return self._frames.get(message_id)
+
+
+class HelixLog:
+    """The newest Helix calls with their results, oldest first. Entries name the token kind, never the token."""
+
+    def __init__(self, capacity: int) -> None:
+        self._entries: collections.deque[dict[str, Any]] = collections.deque(maxlen=capacity or None)
+        self.enabled = capacity > 0
+        self._next_seq = 0
+
+    def record(self, entry: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._next_seq += 1
+        self._entries.append({"seq": self._next_seq, **entry})
+
+    def newest(self, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        return list(self._entries)[-limit:]
