@@ -22,7 +22,7 @@ from common.keys import Keys
 from common.redisconn import control_redis
 from common.settings import Settings
 from common.token import AppTokenManager
-from .alerts import Alerts
+from common.alerts import Alerts
 from .assignment import AssignmentLoop
 from .binder import BindBatcher, bind_shard
 from .conduit import ConduitManager

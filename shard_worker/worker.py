@@ -19,6 +19,7 @@ import redis.exceptions
 from arq import create_pool
 from arq.connections import RedisSettings
 
+from common.alerts import Alerts
 from common.keys import Keys
 from common.redisconn import control_redis, events_redis
 from common.settings import Settings
@@ -77,6 +78,7 @@ class ShardWorker:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.arq = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
         self.publisher = Publisher(settings, self.events)
+        self.publisher.on_lost = self._report_lost_events
         self.publisher.start()
         self.watchdog = Watchdog(interval_s=max(0.05, settings.scaled(settings.keepalive_timeout_s) / 10))
         self.watchdog.start()
@@ -139,6 +141,13 @@ class ShardWorker:
         except (redis.exceptions.RedisError, OSError):
             return True  # cannot tell: keep waiting until the deadline
         return False
+
+    async def _report_lost_events(self, count: int) -> None:
+        await Alerts(self.redis, self.keys).event(
+            "events_lost", "critical",
+            f"worker {self.worker_id} dropped {count} events because its publish buffer "
+            f"(CF_PUBLISH_BUFFER_MAX={self.settings.publish_buffer_max}) was full while Redis was unreachable",
+            value=str(count))
 
     def _crashed(self, error: BaseException) -> None:
         # A worker missing a core loop must not pretend to be healthy: stop, and let the
