@@ -48,11 +48,25 @@ class WorkerContext:
         self.watchdog = watchdog
         self.replay_guard = ReplayGuard(settings.replay_window_s)
         self.rejected = 0
+        self.control_redis: redis.Redis | None = None
+        self._forwarding: set[asyncio.Task] = set()
         separator = "&" if "?" in settings.eventsub_ws_url else "?"
         self.ws_url = f"{settings.eventsub_ws_url}{separator}keepalive_timeout_seconds={settings.keepalive_timeout_s}"
 
     async def bind(self, shard_id: str, session_id: str):
         return await self.binder.bind(shard_id, session_id)
+
+    def forward_shard_disabled(self, event: bytes) -> None:
+        """Pass a conduit.shard.disabled event to the leader, which repairs the shard."""
+        task = asyncio.create_task(self._forward(event), name="forward shard disabled")
+        self._forwarding.add(task)
+        task.add_done_callback(self._forwarding.discard)
+
+    async def _forward(self, event: bytes) -> None:
+        try:
+            await self.control_redis.publish(Keys(self.settings.key_prefix).shard_disabled_channel, event)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("could not forward conduit.shard.disabled to the leader: %s", exc)
 
 
 class ShardWorker:
@@ -84,6 +98,7 @@ class ShardWorker:
         self.watchdog.start()
         self.binder = BindClient(settings, self.arq, self.worker_id)
         self.ctx = WorkerContext(settings, self.worker_id, self.http, self.publisher, self.binder, self.watchdog)
+        self.ctx.control_redis = self.redis
         self._metrics_runner = None
         self.metrics_port = 0
         if settings.metrics_port >= 0:
