@@ -142,6 +142,12 @@ class Coordinator:
             log.error("a leader loop failed (%r); stepping down to start over", exc, exc_info=exc)
             asyncio.create_task(self._restart_leadership(), name="restart leadership")
 
+    async def _close_arq_worker(self, worker: ArqWorker) -> None:
+        try:
+            await asyncio.wait_for(_close_arq_worker_impl(worker), 5.0)
+        except (asyncio.TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+            log.warning("closing the arq worker failed: %r", exc)
+
     async def _restart_leadership(self) -> None:
         await self._stop_leading()
         await self.lease.release()
@@ -253,11 +259,17 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._arq_worker is not None:
-            try:
-                await self._arq_worker.close()
-            except Exception as exc:  # arq's close raises whatever its connection raises
-                log.debug("closing the arq worker: %s", exc)
+            await self._close_arq_worker(self._arq_worker)
             self._arq_worker = None
+
+
+async def _close_arq_worker_impl(worker: ArqWorker) -> None:
+    # Not Worker.close(): it waits for running jobs, and bind jobs wait on a batcher that is gone.
+    for task in list(worker.tasks.values()):
+        task.cancel()
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    if worker._pool is not None:
+        await worker._pool.close(close_connection_pool=True)
 
 
 async def run_coordinator(settings: Settings, stop: asyncio.Event) -> None:
