@@ -72,7 +72,8 @@ def _parse_csv(text: str, path: Path) -> list[Channel]:
     if not reader.fieldnames or "broadcaster_user_id" not in reader.fieldnames:
         raise ChannelError(f"{path}: missing CSV header with a broadcaster_user_id column")
     channels = []
-    for number, row in enumerate(reader, 2):
+    for row in reader:
+        number = reader.line_num
         try:
             types = [t for t in (row.get("types") or "").replace(";", ",").split(",") if t.strip()]
             channels.append(make_channel(

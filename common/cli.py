@@ -58,6 +58,14 @@ def _build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", type=Path)
     load.set_defaults(handler=_channels_import)
 
+    conduit = commands.add_parser("conduit", help="show or resize the fleet's conduit")
+    conduit_commands = conduit.add_subparsers(title="conduit commands", metavar="ACTION")
+    show = conduit_commands.add_parser("show", help="print the conduit id and shard counts")
+    show.set_defaults(handler=_conduit_show)
+    resize = conduit_commands.add_parser("resize", help="ask the leader to change the shard count")
+    resize.add_argument("shard_count", type=int, help="new shard count, 1 to 20000")
+    resize.set_defaults(handler=_conduit_resize)
+
     status = commands.add_parser("status", help="show conduit stats, workers and shards")
     status.set_defaults(handler=_status)
 
@@ -191,6 +199,31 @@ def _channels_import(args) -> int:
     async def body(settings, client, keys):
         count = await ChannelStore(client, keys).add(channels)
         print(f"imported {count} channels from {args.file}")
+    _with_redis(body)
+    return 0
+
+
+def _conduit_show(args) -> int:
+    async def body(settings, client, keys):
+        stored = {k.decode(): v.decode() for k, v in (await client.hgetall(keys.conduit)).items()}
+        if not stored:
+            print("no conduit yet: start a coordinator")
+            return
+        desired = stored.get("desired_shard_count") or f"{settings.shard_count} (CF_SHARD_COUNT)"
+        print(f"conduit {stored.get('id')}: {stored.get('shard_count')} shards, desired {desired}")
+    _with_redis(body)
+    return 0
+
+
+def _conduit_resize(args) -> int:
+    if not 1 <= args.shard_count <= 20_000:
+        raise ValueError(f"invalid shard count {args.shard_count}: Twitch allows 1 to 20000 shards per conduit")
+
+    async def body(settings, client, keys):
+        await client.hset(keys.conduit, "desired_shard_count", args.shard_count)
+        listeners = await client.publish(keys.resize_channel, str(args.shard_count))
+        note = "" if listeners else " (no leader is listening now; it applies the count when it starts)"
+        print(f"requested {args.shard_count} shards{note}")
     _with_redis(body)
     return 0
 

@@ -30,6 +30,8 @@ class Keys:
         self.assignment_channel = f"{prefix}assignment:changed"
         self.channels_channel = f"{prefix}channels:changed"
         self.workers_channel = f"{prefix}workers:changed"
+        self.shard_disabled_channel = f"{prefix}shard-disabled"
+        self.resize_channel = f"{prefix}conduit:resize"
 
     def worker_info(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"

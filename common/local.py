@@ -105,10 +105,11 @@ class ManagedProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def start_redis(log_dir: Path, port: int | None = None, *, appendonly: bool = False) -> tuple[ManagedProcess, int]:
-    """Start a throwaway redis-server on 127.0.0.1; return it and its port."""
+def start_redis(log_dir: Path, port: int | None = None, *, appendonly: bool = False,
+                data_dir: Path | None = None) -> tuple[ManagedProcess, int]:
+    """Start a redis-server on 127.0.0.1 (a fresh data folder unless `data_dir` is given); return it and its port."""
     port = port or free_port()
-    data_dir = Path(tempfile.mkdtemp(prefix="cf-redis-", dir=log_dir))
+    data_dir = data_dir or Path(tempfile.mkdtemp(prefix="cf-redis-", dir=log_dir))
     argv = [find_redis_server(), "--port", str(port), "--bind", LOOPBACK, "--save", "", "--dir", str(data_dir),
             "--appendonly", "yes" if appendonly else "no", "--protected-mode", "yes"]
     process = ManagedProcess(f"redis-{port}", argv, dict(os.environ), log_dir).start()

@@ -45,6 +45,14 @@ def _keepalive(value: int) -> str | None:
     return None if 10 <= value <= 600 else "an integer from 10 to 600"
 
 
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "a port number from 0 to 65535"
+
+
+def _metrics_port(value: int) -> str | None:
+    return None if -1 <= value <= 65535 else "-1 (off), 0 (any free port) or a port number up to 65535"
+
+
 def _log_format(value: str) -> str | None:
     return None if value in ("text", "json") else "'text' or 'json'"
 
@@ -113,8 +121,8 @@ class Settings:
     publish_batch_max: int = _field("CF_PUBLISH_BATCH_MAX", 500, "Maximum events per publish round trip.", check=_positive)
     publish_buffer_max: int = _field("CF_PUBLISH_BUFFER_MAX", 100_000, "Events a worker keeps in memory while Redis is unreachable; beyond it they are counted as lost.", check=_positive)
     http_host: str = _field("CF_HTTP_HOST", "127.0.0.1", "Address the coordinator's HTTP API listens on.")
-    http_port: int = _field("CF_HTTP_PORT", 8080, "Port of the coordinator's HTTP API.", check=_non_negative)
-    metrics_port: int = _field("CF_METRICS_PORT", 9100, "Port of a worker's /metrics and /healthz; 0 picks a free port, -1 turns it off.", check=lambda v: None if v >= -1 else "-1, 0 or a port number")
+    http_port: int = _field("CF_HTTP_PORT", 8080, "Port of the coordinator's HTTP API.", check=_port)
+    metrics_port: int = _field("CF_METRICS_PORT", 9100, "Port of a worker's /metrics and /healthz; 0 picks a free port, -1 turns it off.", check=_metrics_port)
     api_token: str = _field("CF_API_TOKEN", "", "Bearer token required by state-changing HTTP endpoints (never logged).")
     worker_id: str = _field("CF_WORKER_ID", "", "Worker id; empty means hostname-pid.")
     time_scale: float = _field("CF_TIME_SCALE", 1.0, "Multiplies every lease, heartbeat and Twitch timer (tests shrink time with it).", check=_positive)

@@ -104,6 +104,9 @@ class AppTokenManager:
             if self._clock() > deadline:
                 raise TokenError("timed out waiting for another process to renew the app token")
         try:
+            # Another process may have stored a new token between our last read and taking the lock.
+            if await self._load_shared() and self._token != stale:
+                return
             await self._request_token()
         finally:
             await self._redis.delete(self._keys.token_lock)

@@ -67,6 +67,7 @@ class AssignmentLoop:
         self.lost_workers: list[str] = []
         # shard id → (source worker, destination worker, start time) of make-before-break handoffs
         self.in_transit: dict[str, tuple[str, str, float]] = {}
+        self._observing_since_s = time.monotonic()
 
     async def run(self) -> None:
         interval_s = self._settings.scaled(self._settings.worker_heartbeat_s) / 2
@@ -74,6 +75,7 @@ class AssignmentLoop:
             try:
                 await self.assign_once()
             except (redis.exceptions.RedisError, OSError) as exc:
+                self._observing_since_s = time.monotonic()
                 log.warning("assignment pass failed: %s", exc)
             try:
                 await asyncio.wait_for(self.changed.wait(), interval_s)
@@ -83,7 +85,12 @@ class AssignmentLoop:
 
     async def live_workers(self) -> list[str]:
         now_ms = int(time.time() * 1000)
-        expired = await self._client.zrangebyscore(self._keys.workers, "-inf", now_ms)
+        # After a new election or a Redis outage, give workers two heartbeats to show up before
+        # calling them lost: their deadlines may have passed only because Redis was unreachable.
+        grace_s = 2 * self._settings.scaled(self._settings.worker_heartbeat_s)
+        expired = []
+        if time.monotonic() - self._observing_since_s >= grace_s:
+            expired = await self._client.zrangebyscore(self._keys.workers, "-inf", now_ms)
         if expired:
             await self._client.zremrangebyscore(self._keys.workers, "-inf", now_ms)
             for worker in expired:

@@ -75,13 +75,18 @@ class ConduitManager:
             await callback(lost_id, self.conduit_id)
         return True
 
+    async def resize(self, shard_count: int) -> None:
+        conduit = await self._helix.update_conduit(self.conduit_id, shard_count)
+        await self._record(conduit.id, conduit.shard_count, f"resized to {conduit.shard_count} shards")
+
     async def _create(self, how: str) -> None:
         conduit = await self._helix.create_conduit(self._settings.shard_count)
         await self._record(conduit.id, conduit.shard_count, how)
 
     async def _record(self, conduit_id: str, shard_count: int, how: str) -> None:
+        if conduit_id != self.conduit_id:
+            self.generation += 1
         self.conduit_id, self.shard_count = conduit_id, shard_count
-        self.generation += 1
         await self._fence.hash_update(self._keys.conduit, {
             "id": conduit_id, "shard_count": str(shard_count), "adopted_at_ms": str(int(time.time() * 1000)),
         })

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _channel_decoder = msgspec.json.Decoder(Channel)
 
+SHARD_DISABLED_TYPE = "conduit.shard.disabled"
+
 # The condition fields each type needs besides broadcaster_user_id (EventSub subscription types page).
 _EXTRA_CONDITION = {
     "channel.follow": "moderator_user_id",
@@ -92,6 +94,11 @@ class Reconciler:
     async def desired(self) -> dict[str, tuple[str, str, dict[str, str]]]:
         defaults = [f"{name}:{version}" for name, version in self._settings.event_types]
         wanted: dict[str, tuple[str, str, dict[str, str]]] = {}
+        if self._settings.client_id and self._conduit.conduit_id:
+            # Twitch recommends this event for conduit health (Handling conduit events); it comes
+            # through our own shards, and the workers pass it to the leader's shard health loop.
+            condition = {"client_id": self._settings.client_id, "conduit_id": self._conduit.conduit_id}
+            wanted[identity(SHARD_DISABLED_TYPE, "1", condition)] = (SHARD_DISABLED_TYPE, "1", condition)
         for raw in (await self._client.hgetall(self._keys.channels)).values():
             channel = _channel_decoder.decode(raw)
             if channel.transport_mode == "websocket":

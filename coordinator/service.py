@@ -22,7 +22,7 @@ from common.keys import Keys
 from common.redisconn import control_redis
 from common.settings import Settings
 from common.token import AppTokenManager
-from .alerts import Alerts
+from common.alerts import Alerts
 from .assignment import AssignmentLoop
 from .binder import BindBatcher, bind_shard
 from .conduit import ConduitManager
@@ -96,6 +96,8 @@ class Coordinator:
 
     async def _lead(self, fence: Fence) -> None:
         settings = self.settings
+        self._fence = fence
+        self._resize_wanted = asyncio.Event()
         try:
             await self._adopt_conduit()
             self.alerts = Alerts(self.redis, self.keys)
@@ -123,6 +125,7 @@ class Coordinator:
                 (self._arq_worker.async_run(), "arq worker"),
                 (self._watch_changes(), "change listener"),
                 (self._validate_token_loop(), "token validation"),
+                (self._resize_loop(), "resize"),
             ]
             tasks = [asyncio.create_task(coro, name=name) for coro, name in loops]
             self._leader_tasks.extend(tasks)
@@ -139,9 +142,56 @@ class Coordinator:
             log.error("a leader loop failed (%r); stepping down to start over", exc, exc_info=exc)
             asyncio.create_task(self._restart_leadership(), name="restart leadership")
 
+    async def _close_arq_worker(self, worker: ArqWorker) -> None:
+        try:
+            await asyncio.wait_for(_close_arq_worker_impl(worker), 5.0)
+        except (asyncio.TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+            log.warning("closing the arq worker failed: %r", exc)
+
     async def _restart_leadership(self) -> None:
         await self._stop_leading()
         await self.lease.release()
+
+    async def _resize_loop(self) -> None:
+        """Bring the conduit to the desired shard count: `conduit resize N`, else CF_SHARD_COUNT."""
+        self._resize_wanted.set()
+        while True:
+            await self._resize_wanted.wait()
+            self._resize_wanted.clear()
+            stored = await self.redis.hget(self.keys.conduit, "desired_shard_count")
+            desired = int(stored) if stored else self.settings.shard_count
+            if desired == self.conduit.shard_count:
+                continue
+            try:
+                await self._resize(desired)
+            except (FleetError, redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:
+                log.error("resizing the conduit to %d shards failed: %s; retrying later", desired, exc)
+                asyncio.get_running_loop().call_later(self.settings.scaled(10), self._resize_wanted.set)
+
+    async def _resize(self, desired: int) -> None:
+        current = self.conduit.shard_count
+        log.info("resizing conduit %s from %d to %d shards", self.conduit.conduit_id, current, desired)
+        if desired > current:
+            await self.conduit.resize(desired)
+            self.assignment.shard_count = desired
+            self.assignment.changed.set()
+            return
+        # Shrinking: the shards at or above the new count keep their sockets until Twitch has removed
+        # them, so nothing routed to them before the change is lost; then the workers close them.
+        await self.conduit.resize(desired)
+        listed = await self.helix.get_shards(self.conduit.conduit_id)
+        extra = [shard.id for shard in listed if int(shard.id) >= desired]
+        if extra:
+            # Twitch has been seen listing removed shards after a resize (twitchdev/issues#914).
+            log.warning("after the resize Twitch still lists shards %s; ignoring them", ", ".join(extra))
+        self.assignment.shard_count = desired
+        self.assignment.changed.set()
+        await self.fence_update_shards_removed(desired, current)
+
+    async def fence_update_shards_removed(self, desired: int, previous: int) -> None:
+        removed = [str(i) for i in range(desired, previous)]
+        if removed:
+            await self._fence.hash_update(self.keys.shards, delete=removed)
 
     async def _validate_token_loop(self) -> None:
         # Twitch asks apps to validate their tokens at start and hourly (Validating tokens, Twitch
@@ -182,14 +232,21 @@ class Coordinator:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(self.keys.workers_channel, self.keys.channels_channel)
+                await pubsub.subscribe(self.keys.workers_channel, self.keys.channels_channel,
+                                       self.keys.shard_disabled_channel, self.keys.resize_channel)
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    if message["channel"] == self.keys.workers_channel.encode():
+                    channel = message["channel"].decode()
+                    if channel == self.keys.workers_channel:
                         self.assignment.changed.set()
-                    else:
+                    elif channel == self.keys.channels_channel:
                         self.reconciler.wake.set()
+                    elif channel == self.keys.shard_disabled_channel:
+                        log.warning("Twitch reports a shard disabled: %s", message["data"][:300].decode(errors="replace"))
+                        self.health.poll_now.set()
+                    elif channel == self.keys.resize_channel:
+                        self._resize_wanted.set()
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("pub/sub connection lost (%s); resubscribing", exc)
                 await asyncio.sleep(self.settings.scaled(0.5))
@@ -202,11 +259,17 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._arq_worker is not None:
-            try:
-                await self._arq_worker.close()
-            except Exception as exc:  # arq's close raises whatever its connection raises
-                log.debug("closing the arq worker: %s", exc)
+            await self._close_arq_worker(self._arq_worker)
             self._arq_worker = None
+
+
+async def _close_arq_worker_impl(worker: ArqWorker) -> None:
+    # Not Worker.close(): it waits for running jobs, and bind jobs wait on a batcher that is gone.
+    for task in list(worker.tasks.values()):
+        task.cancel()
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    if worker._pool is not None:
+        await worker._pool.close(close_connection_pool=True)
 
 
 async def run_coordinator(settings: Settings, stop: asyncio.Event) -> None:

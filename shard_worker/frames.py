@@ -43,7 +43,7 @@ class ReplayGuard:
         self._cutoff_at_s = 0.0
 
     def is_stale(self, timestamp: str, now_s: float) -> bool:
-        if now_s - self._cutoff_at_s >= 1.0:
+        if now_s - self._cutoff_at_s >= 1.0 or now_s < self._cutoff_at_s:
             self._cutoff = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now_s - self.window_s))
             self._cutoff_at_s = now_s
         if timestamp.endswith("Z") and len(timestamp) >= 20:
@@ -137,6 +137,8 @@ class FrameHandler:
                 subscription.id, broadcaster, event,
             ],
         )
+        if subscription.type == "conduit.shard.disabled":
+            self.shard.ctx.forward_shard_disabled(event)
         if kind == "revocation":
             log.warning("subscription %s (%s) revoked: %s", subscription.id, subscription.type, subscription.status,
                         extra={"shard_id": self.shard.shard_id, "session_id": conn.session_id})

@@ -53,6 +53,8 @@ class Publisher:
         self.duplicates = 0
         self.lost = 0
         self.redis_errors = 0
+        self.on_lost = None  # async callable(count) run once Redis is back after events were lost
+        self._lost_reported = 0
 
     @property
     def pending(self) -> int:
@@ -98,12 +100,18 @@ class Publisher:
                 try:
                     await self._flush_once()
                     backoff.reset()
+                    await self._report_lost()
                 except (redis.exceptions.RedisError, OSError) as exc:
                     self.redis_errors += 1
                     delay = backoff.next_delay()
                     log.warning("publishing failed (%s); %d events buffered, retrying in %.2f s", exc, self._pending, delay)
                     await asyncio.sleep(delay)
             self._idle.set()
+
+    async def _report_lost(self) -> None:
+        if self.lost > self._lost_reported and self.on_lost is not None:
+            count, self._lost_reported = self.lost - self._lost_reported, self.lost
+            await self.on_lost(count)
 
     async def _flush_once(self) -> None:
         limit = self._settings.publish_batch_max

@@ -19,6 +19,7 @@ import redis.exceptions
 from arq import create_pool
 from arq.connections import RedisSettings
 
+from common.alerts import Alerts
 from common.keys import Keys
 from common.redisconn import control_redis, events_redis
 from common.settings import Settings
@@ -47,11 +48,25 @@ class WorkerContext:
         self.watchdog = watchdog
         self.replay_guard = ReplayGuard(settings.replay_window_s)
         self.rejected = 0
+        self.control_redis: redis.Redis | None = None
+        self._forwarding: set[asyncio.Task] = set()
         separator = "&" if "?" in settings.eventsub_ws_url else "?"
         self.ws_url = f"{settings.eventsub_ws_url}{separator}keepalive_timeout_seconds={settings.keepalive_timeout_s}"
 
     async def bind(self, shard_id: str, session_id: str):
         return await self.binder.bind(shard_id, session_id)
+
+    def forward_shard_disabled(self, event: bytes) -> None:
+        """Pass a conduit.shard.disabled event to the leader, which repairs the shard."""
+        task = asyncio.create_task(self._forward(event), name="forward shard disabled")
+        self._forwarding.add(task)
+        task.add_done_callback(self._forwarding.discard)
+
+    async def _forward(self, event: bytes) -> None:
+        try:
+            await self.control_redis.publish(Keys(self.settings.key_prefix).shard_disabled_channel, event)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("could not forward conduit.shard.disabled to the leader: %s", exc)
 
 
 class ShardWorker:
@@ -77,11 +92,13 @@ class ShardWorker:
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.arq = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
         self.publisher = Publisher(settings, self.events)
+        self.publisher.on_lost = self._report_lost_events
         self.publisher.start()
         self.watchdog = Watchdog(interval_s=max(0.05, settings.scaled(settings.keepalive_timeout_s) / 10))
         self.watchdog.start()
         self.binder = BindClient(settings, self.arq, self.worker_id)
         self.ctx = WorkerContext(settings, self.worker_id, self.http, self.publisher, self.binder, self.watchdog)
+        self.ctx.control_redis = self.redis
         self._metrics_runner = None
         self.metrics_port = 0
         if settings.metrics_port >= 0:
@@ -139,6 +156,13 @@ class ShardWorker:
         except (redis.exceptions.RedisError, OSError):
             return True  # cannot tell: keep waiting until the deadline
         return False
+
+    async def _report_lost_events(self, count: int) -> None:
+        await Alerts(self.redis, self.keys).event(
+            "events_lost", "critical",
+            f"worker {self.worker_id} dropped {count} events because its publish buffer "
+            f"(CF_PUBLISH_BUFFER_MAX={self.settings.publish_buffer_max}) was full while Redis was unreachable",
+            value=str(count))
 
     def _crashed(self, error: BaseException) -> None:
         # A worker missing a core loop must not pretend to be healthy: stop, and let the

@@ -17,7 +17,8 @@ async def _recovered_on_new_conduit(fleet, old_id: str, subscriptions: int) -> N
         if conduit_id in ("", old_id) or not await fleet.all_shards_enabled():
             return False
         page = await fleet.helix("GET", "/eventsub/subscriptions", status="enabled")
-        on_new = [s for s in page["data"] if s["transport"].get("conduit_id") == conduit_id]
+        on_new = [s for s in page["data"]
+                  if s["transport"].get("conduit_id") == conduit_id and s["type"] == "stream.online"]
         return len(on_new) == subscriptions
 
     await fleet.wait_for(recovered, 30, "shards and subscriptions on a new conduit")

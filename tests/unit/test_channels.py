@@ -91,11 +91,6 @@ def test_csv_bad_type_names_line(tmp_path: Path) -> None:
         parse_file(path)
 
 
-@pytest.mark.xfail(
-    reason="_parse_csv numbers rows with enumerate(reader, 2), but csv.DictReader skips blank lines, "
-    "so an error after a blank line names the wrong line (reader.line_num is the physical line)",
-    strict=True,
-)
 def test_csv_blank_line_error_line(tmp_path: Path) -> None:
     path = write(tmp_path, "channels.csv", "broadcaster_user_id\n1001\n\nabc\n")
 

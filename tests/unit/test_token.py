@@ -232,11 +232,6 @@ class RenewingElsewhereClock(FakeClock):
         return self.now_s
 
 
-@pytest.mark.xfail(
-    reason="_renew does not reread the stored token after taking the Redis lock, so a token stored "
-    "by another process between _load_shared and SET NX is replaced by a second token request",
-    strict=True,
-)
 async def test_renew_rechecks_after_lock(start_emulator: EmulatorStarter, redis_client: redis.Redis,
                                          redis_port: int, http: aiohttp.ClientSession) -> None:
     emulator = await start_emulator()

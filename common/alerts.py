@@ -8,7 +8,7 @@ import time
 import redis.asyncio as redis
 import redis.exceptions
 
-from common.keys import Keys
+from .keys import Keys
 
 log = logging.getLogger(__name__)
 
