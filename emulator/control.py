@@ -112,8 +112,9 @@ def _helix_fault(body: dict[str, Any]) -> HelixFault:
     method, path, status = body.get("method"), body.get("path"), body.get("status")
     if not isinstance(method, str) or not method:
         raise HelixError(400, "missing method, e.g. \"PATCH\"")
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise HelixError(400, "missing path: expected the Helix path without /helix, e.g. \"/eventsub/conduits/shards\"")
+    if not isinstance(path, str) or not (path.startswith("/") or path == "*"):
+        raise HelixError(400, "missing path: expected the Helix path without /helix, e.g. \"/eventsub/conduits/shards\", "
+                              "or \"*\" for every path")
     if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
         raise HelixError(400, f"invalid status {status!r}: expected an integer 400..599")
     fault_body = body.get("body")
@@ -214,6 +215,20 @@ async def get_sent_frame(request: web.Request) -> web.Response:
     return json_response({"message_id": message_id, "frame": data.decode()})
 
 
+async def lookup_deliveries(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    log = request.config_dict[STATE_KEY].delivery_log
+    if "since" in body:
+        since = body["since"]
+        if not isinstance(since, int) or since < 0:
+            raise HelixError(400, "since must be a sequence number of 0 or more")
+        return json_response({"sequence": log.sequence, "deliveries": log.since(since)})
+    message_ids = body.get("message_ids")
+    if not isinstance(message_ids, list) or not all(isinstance(m, str) for m in message_ids):
+        raise HelixError(400, "expected {\"since\": N} or {\"message_ids\": [...]}")
+    return json_response({"sequence": log.sequence, "deliveries": log.lookup(message_ids)})
+
+
 async def dump_state(request: web.Request) -> web.Response:
     return json_response(request.config_dict[STATE_KEY].dump())
 
@@ -234,6 +249,7 @@ def create_control_app() -> web.Application:
     app.router.add_post("/tokens/invalidate", invalidate_tokens)
     app.router.add_get("/state", dump_state)
     app.router.add_get("/sent/{message_id}", get_sent_frame)
+    app.router.add_post("/deliveries", lookup_deliveries)
     control_generate.add_routes(app)
     control_inject.add_routes(app)
     control_observe.add_routes(app)

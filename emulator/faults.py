@@ -13,6 +13,8 @@ logger = logging.getLogger(__name__)
 class HelixFault:
     """Answer the next ``remaining`` calls to ``method path`` with ``status`` and apply nothing.
 
+    ``*`` as the method or the path matches every Helix call.
+
     ``body`` replaces the whole JSON body, ``message`` only the error message.
     ``ratelimit_remaining`` overrides the ``Ratelimit-Remaining`` header.
     """
@@ -55,7 +57,9 @@ class FaultStore:
     def take_helix(self, method: str, path: str) -> HelixFault | None:
         """Consume one use of the first fault matching the call, if any."""
         for fault in self.helix:
-            if fault.method == method and fault.path.rstrip("/") == path.rstrip("/"):
+            method_matches = fault.method in ("*", method)
+            path_matches = fault.path == "*" or fault.path.rstrip("/") == path.rstrip("/")
+            if method_matches and path_matches:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self.helix.remove(fault)

@@ -143,7 +143,7 @@ class GeneratorRun:
         """Build ``size`` frames, group them per session, then write each session's frames in a row."""
         rng = self.rng
         options = {"chat_text_bytes": self.config.chat_text_bytes}
-        outgoing: dict[Session, list[tuple[Shard | None, bytes]]] = {}
+        outgoing: dict[Session, list[tuple[Shard | None, bytes, Subscription | None]]] = {}
         for _ in range(size):
             subscription = self._choose(subscriptions)
             self.sent += 1
@@ -154,23 +154,26 @@ class GeneratorRun:
                 continue
             event = payloads.build_event(subscription, rng, options)
             data = frames.notification(subscription, event, self.state.sent_log, timestamp=self.state.timestamp())
-            outgoing.setdefault(target[0], []).append((target[1], data))
+            outgoing.setdefault(target[0], []).append((target[1], data, subscription))
             if self.config.duplicate_ratio and rng.random() < self.config.duplicate_ratio:
                 self._add_duplicate(subscription, target, data, outgoing)
         for session, items in outgoing.items():
-            for shard, data in items:
-                await self.router.deliver(session, shard, data)
+            for shard, data, original in items:
+                if original is None:
+                    await self.router.deliver(session, shard, data)  # a deliberate copy: no retry, no drop
+                else:
+                    await self.router.deliver_or_retry(original, session, shard, data)
 
     def _add_duplicate(
         self, subscription: Subscription, target: tuple[Session, Shard | None], data: bytes,
-        outgoing: dict[Session, list[tuple[Shard | None, bytes]]],
+        outgoing: dict[Session, list[tuple[Shard | None, bytes, Subscription | None]]],
     ) -> None:
         self.duplicates += 1
         self.state.counters.duplicates_injected += 1
         duplicate_target = target
         if self.rng.random() < self.config.duplicate_other_shard_ratio:
             duplicate_target = self._other_enabled_target(subscription, target[0]) or target
-        outgoing.setdefault(duplicate_target[0], []).append((duplicate_target[1], data))
+        outgoing.setdefault(duplicate_target[0], []).append((duplicate_target[1], data, None))
 
     def _other_enabled_target(self, subscription: Subscription, session: Session) -> tuple[Session, Shard | None] | None:
         conduit = self.state.conduits.get(subscription.conduit_id or "")

@@ -93,3 +93,42 @@ class HelixLog:
         if limit <= 0:
             return []
         return list(self._entries)[-limit:]
+
+
+class DeliveryLog:
+    """Which session each recent notification was written to, so tests can tell where a lost event went."""
+
+    _PREFIX = b'{"metadata":{"message_id":"'
+
+    def __init__(self, capacity: int = 500_000) -> None:
+        self.capacity = capacity
+        self.sequence = 0
+        # message_id → (sequence number of its first delivery, sessions written to; "failed:" marks a failed write)
+        self._entries: collections.OrderedDict[str, tuple[int, list[str]]] = collections.OrderedDict()
+
+    def record(self, data: bytes, session_id: str, written: bool) -> None:
+        if not data.startswith(self._PREFIX):
+            return
+        end = data.index(b'"', len(self._PREFIX))
+        message_id = data[len(self._PREFIX):end].decode()
+        entry = self._entries.get(message_id)
+        if entry is None:
+            self.sequence += 1
+            entry = self._entries[message_id] = (self.sequence, [])
+            if len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        entry[1].append(session_id if written else f"failed:{session_id}")
+
+    def lookup(self, message_ids: list[str]) -> dict[str, list[str]]:
+        return {message_id: self._entries[message_id][1] if message_id in self._entries else []
+                for message_id in message_ids}
+
+    def since(self, sequence: int) -> dict[str, list[str]]:
+        """Return every message first delivered after `sequence`, with its sessions."""
+        found: dict[str, list[str]] = {}
+        for message_id in reversed(self._entries):
+            first, sessions = self._entries[message_id]
+            if first <= sequence:
+                break
+            found[message_id] = sessions
+        return found

@@ -80,12 +80,35 @@ class Router:
             return True
         return await self._send(session, shard, data)
 
+    async def deliver_or_retry(self, subscription: Subscription, session: Session, shard: Shard | None,
+                               data: bytes) -> bool:
+        """Send a notification; if the socket turns out dead, retry once on one other shard, else drop it.
+
+        Twitch learns that a socket is gone when writing to it fails, and then treats the shard as
+        disabled (Handling conduit events), so the same single retry applies.
+        """
+        if await self.deliver(session, shard, data):
+            return True
+        if shard is not None and subscription.conduit_id is not None:
+            conduit = self.state.conduits.get(subscription.conduit_id)
+            others = [s for s in (conduit.shards if conduit else []) if s is not shard]
+            if others:
+                other = others[self.state.rng.randrange(len(others))]
+                other_session = self.enabled_session(other)
+                if other_session is not None and await self.deliver(other_session, other, data):
+                    self.counters.retried_other_shard += 1
+                    return True
+            self.counters.per_shard_dropped[shard.id] += 1
+        self.counters.dropped_disabled += 1
+        return False
+
     async def _deliver_later(self, session: Session, shard: Shard | None, data: bytes, delay_s: float) -> None:
         await asyncio.sleep(delay_s)
         await self._send(session, shard, data)
 
     async def _send(self, session: Session, shard: Shard | None, data: bytes) -> bool:
         sent = await session.send_tracked(data)
+        self.state.delivery_log.record(data, session.id, sent)
         if sent:
             self.counters.delivered += 1
             session.counters["notifications"] += 1

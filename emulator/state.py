@@ -14,7 +14,7 @@ from .clock import MessageClock, rfc3339_now
 from .models import (
     CONDUIT_DELETED, DISCONNECTED, ENABLED, FAILED_TO_RECONNECT, WEBHOOK_PENDING, Conduit, Shard, Subscription, Token,
 )
-from .records import Counters, HelixLog, SentLog, shard_sort_key
+from .records import Counters, DeliveryLog, HelixLog, SentLog, shard_sort_key
 from .ratelimit import TokenBucket
 from .settings import EmulatorSettings
 from .tokens import TokenStore
@@ -49,6 +49,7 @@ class EmulatorState:
         self.shards_by_session: dict[str, set[Shard]] = collections.defaultdict(set)
         self.subscriptions_by_session: dict[str, set[str]] = collections.defaultdict(set)
         self.sent_log = SentLog()
+        self.delivery_log = DeliveryLog()
         self._next_seq = 0
 
     # Tokens

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import redis.asyncio as redis
 
@@ -21,3 +23,18 @@ async def redis_client(redis_port):
     await client.flushall()
     yield client
     await client.aclose()
+
+
+def _dump_tasks(signum, frame) -> None:
+    """Print the stack of every asyncio task on SIGUSR1, to see what a hung test waits for."""
+    import asyncio
+    import sys
+
+    loop = asyncio._get_running_loop()
+    if loop is None:
+        return
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)

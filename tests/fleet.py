@@ -42,7 +42,8 @@ class Fleet:
         self.emulator_url = f"http://{LOOPBACK}:{self.emulator_port}"
         self.keys = Keys()
         self.processes: dict[str, ManagedProcess] = {}
-        self.redis = redis.Redis(host=LOOPBACK, port=redis_port)
+        # A timeout turns a hang after a Redis restart into an error with a traceback.
+        self.redis = redis.Redis(host=LOOPBACK, port=redis_port, socket_timeout=10, socket_connect_timeout=5)
         self.http = aiohttp.ClientSession()
         self._token = ""
 
@@ -60,7 +61,10 @@ class Fleet:
         await asyncio.to_thread(wait_for_port, self.emulator_port)
 
     def start_coordinator(self, name: str = "coordinator") -> ManagedProcess:
-        process = ManagedProcess(name, python_module("common.cli", "coordinator"), self.env(), self.tmp_path).start()
+        """Start a coordinator; the first one serves the API on `http_port`, later ones on free ports."""
+        serving = any(n.startswith(("coordinator", "standby")) for n in self.processes)
+        env = self.env(CF_HTTP_PORT=str(free_port())) if serving else self.env()
+        process = ManagedProcess(name, python_module("common.cli", "coordinator"), env, self.tmp_path).start()
         self.processes[name] = process
         return process
 
@@ -101,15 +105,21 @@ class Fleet:
             return response.status, await response.json(content_type=None)
 
     async def helix(self, method: str, path: str, body: dict | None = None, **params: str) -> dict:
-        if not self._token:
-            form = {"client_id": DEV_CLIENT_ID, "client_secret": DEV_CLIENT_SECRET, "grant_type": "client_credentials"}
-            async with self.http.post(f"{self.emulator_url}/oauth2/token", data=form) as response:
-                self._token = (await response.json())["access_token"]
-        headers = {"Authorization": f"Bearer {self._token}", "Client-Id": DEV_CLIENT_ID}
-        url = f"{self.emulator_url}/helix{path}"
-        async with self.http.request(method, url, params=params, headers=headers, json=body) as response:
-            text = await response.text()
-            return await response.json(content_type=None) if text else {"status": response.status}
+        """Call the emulator's Helix with an app token of the test's own, getting a new one after a 401."""
+        for _ in range(2):
+            if not self._token:
+                form = {"client_id": DEV_CLIENT_ID, "client_secret": DEV_CLIENT_SECRET, "grant_type": "client_credentials"}
+                async with self.http.post(f"{self.emulator_url}/oauth2/token", data=form) as response:
+                    self._token = (await response.json())["access_token"]
+            headers = {"Authorization": f"Bearer {self._token}", "Client-Id": DEV_CLIENT_ID}
+            url = f"{self.emulator_url}/helix{path}"
+            async with self.http.request(method, url, params=params, headers=headers, json=body) as response:
+                text = await response.text()
+                if response.status == 401:
+                    self._token = ""
+                    continue
+                return await response.json(content_type=None) if text else {"status": response.status}
+        raise AssertionError(f"Helix {method} {path} answered 401 twice")
 
     async def twitch_shards(self) -> dict[str, dict]:
         """Return shard id → shard as Twitch (the emulator) lists it for the fleet's conduit."""
