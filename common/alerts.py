@@ -1,7 +1,7 @@
 """Alerts: each fires once and resolves once, to the log, the `cf:alerts` stream and a webhook.
 
 Active alerts are also kept in the `cf:alerts:active` hash, so every coordinator replica can show them
-and a newly elected leader neither fires them again nor forgets to resolve them.
+and a newly elected leader neither fires them again nor leaves them unresolved.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class WebhookNotifier:
         return False
 
     async def _post(self, body: bytes) -> str | None:
-        """Post once; return None on a 2xx answer, else a short reason that does not contain the URL."""
+        """Post once; return None on a 2xx response, else a short reason that does not contain the URL."""
         try:
             async with self._http.post(self._url, data=body, headers={"Content-Type": "application/json"},
                                        timeout=aiohttp.ClientTimeout(total=10)) as response:

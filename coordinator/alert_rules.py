@@ -22,7 +22,7 @@ DISABLED_CRITICAL_PCT = 30.0
 
 @dataclasses.dataclass
 class Observation:
-    """What the leader sees at one evaluation; `None` means "not known yet" and skips the rule."""
+    """The leader's inputs to one evaluation; a `None` value is not known yet and skips its rule."""
 
     now_ms: int
     usage_percentage: float | None = None

@@ -17,7 +17,7 @@ from common.local import free_port
 
 @pytest.fixture
 async def receiver():
-    """A webhook receiver on 127.0.0.1 that answers 500 to the first `fail_first` posts."""
+    """A webhook receiver on 127.0.0.1 that returns 500 to the first `fail_first` posts."""
     received: list[dict] = []
     state = {"fail_first": 1, "calls": 0}
 

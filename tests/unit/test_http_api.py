@@ -161,7 +161,8 @@ async def test_empty_views(api, http):
     migration = await request(http, "GET", f"{base}/api/migration")
     stats = await request(http, "GET", f"{base}/api/stats")
 
-    assert subscriptions[1]["failed"] == [] and subscriptions[1]["needs_reconsent"] == []
+    assert subscriptions[1]["failed"] == []
+    assert subscriptions[1]["needs_reconsent"] == []
     assert alerts == (200, {"active": [], "recent": []})
     assert history[1]["samples"] == []
     assert migration[1]["state"] == "not_started"
@@ -189,7 +190,8 @@ async def test_livez_and_metrics(api, http):
     async with http.get(f"{base}/metrics") as response:
         text = await response.text()
 
-    assert status == 200 and body["ok"] is True
+    assert status == 200
+    assert body["ok"] is True
     assert "cf_leader 1.0" in text
     assert "cf_leader_epoch 7.0" in text
 
