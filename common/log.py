@@ -15,6 +15,18 @@ import orjson
 _ID_FIELDS = ("worker_id", "shard_id", "session_id", "epoch", "conduit_id")
 
 
+class ContextAdapter(logging.LoggerAdapter):
+    """A LoggerAdapter whose fixed ids are merged with a call's own `extra=`.
+
+    The standard adapter replaces a call's `extra` with its own before Python 3.13, which dropped the
+    `session_id` that shard sessions pass per line.
+    """
+
+    def process(self, msg, kwargs):
+        kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
 class JsonFormatter(logging.Formatter):
     """Formats each record as one JSON object per line."""
 

@@ -53,6 +53,14 @@ def _metrics_port(value: int) -> str | None:
     return None if -1 <= value <= 65535 else "-1 (off), 0 (any free port) or a port number up to 65535"
 
 
+def _fraction(value: float) -> str | None:
+    return None if 0 <= value < 1 else "a number from 0 up to (not including) 1"
+
+
+def _webhook_url(value: str) -> str | None:
+    return None if value == "" or value.startswith(("http://", "https://")) else "empty, or an http:// or https:// URL"
+
+
 def _log_format(value: str) -> str | None:
     return None if value in ("text", "json") else "'text' or 'json'"
 
@@ -124,6 +132,12 @@ class Settings:
     http_port: int = _field("CF_HTTP_PORT", 8080, "Port of the coordinator's HTTP API.", check=_port)
     metrics_port: int = _field("CF_METRICS_PORT", 9100, "Port of a worker's /metrics and /healthz; 0 picks a free port, -1 turns it off.", check=_metrics_port)
     api_token: str = _field("CF_API_TOKEN", "", "Bearer token required by state-changing HTTP endpoints (never logged).")
+    alert_webhook_url: str = _field("CF_ALERT_WEBHOOK_URL", "", "Slack- or Discord-compatible webhook that receives alerts; empty sends none (never logged).", check=_webhook_url)
+    alert_interval_s: float = _field("CF_ALERT_INTERVAL_S", 5.0, "Interval between alert evaluations and dashboard history samples.", check=_positive)
+    alert_resolve_margin: float = _field("CF_ALERT_RESOLVE_MARGIN", 0.1, "An alert resolves only below its threshold minus this fraction of it (hysteresis).", check=_fraction)
+    alert_shard_disconnected_s: float = _field("CF_ALERT_SHARD_DISCONNECTED_S", 300.0, "A shard not enabled for this long raises an alert (scaled by CF_TIME_SCALE).", check=_positive)
+    alert_helix_failures: int = _field("CF_ALERT_HELIX_FAILURES", 3, "Consecutive failed Helix calls that raise an alert.", check=_positive)
+    alert_consumer_lag: int = _field("CF_ALERT_CONSUMER_LAG", 100_000, "Stream entries not yet read by a consumer group that raise an alert.", check=_positive)
     worker_id: str = _field("CF_WORKER_ID", "", "Worker id; empty means hostname-pid.")
     time_scale: float = _field("CF_TIME_SCALE", 1.0, "Multiplies every lease, heartbeat and Twitch timer (tests shrink time with it).", check=_positive)
     log_format: str = _field("CF_LOG_FORMAT", "text", "'text' or 'json' log lines.", check=_log_format)
@@ -187,7 +201,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a dict with secrets replaced, safe to log or show."""
         shown = dataclasses.asdict(self)
-        for name in ("client_secret", "api_token"):
+        for name in ("client_secret", "api_token", "alert_webhook_url"):
             if shown[name]:
                 shown[name] = "***"
         return shown

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 BIND_RESULTS = Counter("cf_binds_total", "Bind jobs answered by the leader, by result", ["result"])
 UPDATE_CALLS = Counter("cf_update_shards_calls_total", "Update Conduit Shards calls made")
+UPDATE_DURATION = Histogram(
+    "cf_update_shards_duration_seconds", "Duration of Update Conduit Shards calls, retries included",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+)
 BATCH_SIZE = Histogram("cf_bind_batch_size", "Shards per Update Conduit Shards call", buckets=(1, 2, 5, 10, 20, 50, 100, 200))
 
 _encoder = msgspec.json.Encoder()
@@ -97,7 +101,8 @@ class BindBatcher:
         UPDATE_CALLS.inc()
         BATCH_SIZE.observe(len(items))
         try:
-            response = await self._helix.update_shards(conduit_id, updates)
+            with UPDATE_DURATION.time():
+                response = await self._helix.update_shards(conduit_id, updates)
         except ConduitNotFound as exc:
             for item in items:
                 _answer(item, False, f"conduit {conduit_id} not found", conduit_lost=True)

@@ -1,83 +1,112 @@
-"""The coordinator's HTTP API, served by every replica: health, stats, shards, workers, metrics."""
+"""The coordinator's HTTP server, on every replica: health, liveness, metrics, the JSON API, the dashboard."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
+from pathlib import Path
 
-import msgspec
-import orjson
 import redis.asyncio as redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from common.keys import Keys
-from common.models import ShardState
 from common.settings import Settings
+from . import metrics
+from .auth import bearer_middleware
+from .views import ApiViews, json_response
 
-_state_decoder = msgspec.json.Decoder(ShardState)
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+LANGUAGES = ("en", "ja")
+LOOP_TICK_S = 1.0
+# /livez fails when the event loop has not run the ticker for this long: the process is stuck.
+LOOP_STALL_S = 15.0
+DASHBOARD_CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 
 
-def _json(data) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
+def preferred_language(accept_language: str) -> str:
+    """Return "ja" when Accept-Language ranks Japanese above English, else "en"."""
+    ranked = []
+    for position, part in enumerate(accept_language.split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in LANGUAGES and quality > 0:
+            ranked.append((-quality, position, primary))
+    return min(ranked)[2] if ranked else "en"
 
 
-def create_api(settings: Settings, client: redis.Redis, status: callable) -> web.Application:
+class LoopHeartbeat:
+    """Ticks on the event loop; a stale tick means the loop is blocked or starved."""
+
+    def __init__(self) -> None:
+        self.last_tick_s = time.monotonic()
+        self._task: asyncio.Task | None = None
+
+    async def start(self, app: web.Application) -> None:
+        self._task = asyncio.create_task(self._run(), name="event loop heartbeat")
+
+    async def stop(self, app: web.Application) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            self.last_tick_s = time.monotonic()
+            await asyncio.sleep(LOOP_TICK_S)
+
+    def age_s(self) -> float:
+        return time.monotonic() - self.last_tick_s
+
+
+def create_api(settings: Settings, client: redis.Redis, status: Callable[[], dict]) -> web.Application:
     """Build the aiohttp application; `status()` returns this replica's leader state."""
-    keys = Keys(settings.key_prefix)
-    app = web.Application()
+    app = web.Application(middlewares=[bearer_middleware(settings.api_token)], client_max_size=16 * 1024 * 1024)
+    heartbeat = LoopHeartbeat()
+    app.on_startup.append(heartbeat.start)
+    app.on_cleanup.append(heartbeat.stop)
+    index_template = (DASHBOARD_DIR / "index.html").read_text(encoding="utf-8")
 
     async def healthz(request: web.Request) -> web.Response:
         try:
             await client.ping()
         except (redis.RedisError, OSError) as exc:
             return web.json_response({"ok": False, "error": f"redis unreachable: {exc}"}, status=503)
-        return _json({"ok": True, **status()})
+        return json_response({"ok": True, **status()})
 
-    async def stats(request: web.Request) -> web.Response:
-        raw = await client.get(keys.stats)
-        if raw is None:
-            return web.json_response({"error": "no stats yet: the leader publishes them a few seconds after start"}, status=503)
-        return web.Response(body=raw, content_type="application/json")
+    async def livez(request: web.Request) -> web.Response:
+        age_s = round(heartbeat.age_s(), 3)
+        if age_s > LOOP_STALL_S:
+            return json_response({"ok": False, "error": f"event loop stalled for {age_s} s"}, 503)
+        return json_response({"ok": True, "loop_tick_age_s": age_s})
 
-    async def shards(request: web.Request) -> web.Response:
-        assignment = {k.decode(): v.decode() for k, v in (await client.hgetall(keys.assignment)).items()}
-        states = {k.decode(): _state_decoder.decode(v) for k, v in (await client.hgetall(keys.shards)).items()}
-        status_filter = request.query.get("status")
-        rows = []
-        for shard_id in sorted(set(assignment) | set(states), key=int):
-            state = states.get(shard_id, ShardState())
-            row = {"id": shard_id, "worker": assignment.get(shard_id, ""), "session_id": state.session_id,
-                   "status": state.status, "bound_at_ms": state.bound_at_ms, "changed_at_ms": state.changed_at_ms}
-            if status_filter and row["status"] != status_filter:
-                continue
-            rows.append(row)
-        return _json({"data": rows, "total": len(rows)})
-
-    async def workers(request: web.Request) -> web.Response:
-        now_ms = int(time.time() * 1000)
-        assignment = (await client.hgetall(keys.assignment)).values()
-        counts: dict[str, int] = {}
-        for worker in assignment:
-            counts[worker.decode()] = counts.get(worker.decode(), 0) + 1
-        rows = []
-        for worker, deadline in await client.zrange(keys.workers, 0, -1, withscores=True):
-            worker_id = worker.decode()
-            info = {k.decode(): v.decode() for k, v in (await client.hgetall(keys.worker_info(worker_id))).items()}
-            heartbeat_ms = int(info.get("heartbeat_ms", 0))
-            rows.append({
-                "id": worker_id, "shards": counts.get(worker_id, 0), "lease_deadline_ms": int(deadline),
-                "heartbeat_age_s": round((now_ms - heartbeat_ms) / 1000, 2) if heartbeat_ms else None,
-                "host": info.get("host", ""), "pid": int(info.get("pid", 0) or 0),
-                "published": int(info.get("published", 0) or 0), "duplicates": int(info.get("duplicates", 0) or 0),
-            })
-        return _json({"data": rows, "total": len(rows)})
-
-    async def metrics(request: web.Request) -> web.Response:
+    async def prometheus(request: web.Request) -> web.Response:
+        current = status()
+        metrics.LEADER.set(1 if current.get("leader") else 0)
+        metrics.LEADER_EPOCH.set(current.get("epoch") or 0)
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def dashboard(request: web.Request) -> web.Response:
+        language = request.query.get("lang")
+        if language not in LANGUAGES:
+            language = preferred_language(request.headers.get("Accept-Language", ""))
+        body = index_template.replace("{{lang}}", language)
+        return web.Response(text=body, content_type="text/html", charset="utf-8",
+                            headers={"Content-Security-Policy": DASHBOARD_CSP, "Cache-Control": "no-cache",
+                                     "Vary": "Accept-Language"})
+
+    app.router.add_get("/", dashboard)
+    app.router.add_static("/dashboard/", DASHBOARD_DIR, show_index=False, append_version=False)
     app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/stats", stats)
-    app.router.add_get("/api/shards", shards)
-    app.router.add_get("/api/workers", workers)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/metrics", prometheus)
+    ApiViews(settings, client).add_routes(app)
     return app

@@ -19,10 +19,10 @@ from arq.connections import RedisSettings
 from common.errors import FleetError
 from common.helix import HelixClient
 from common.keys import Keys
-from common.redisconn import control_redis
+from common.redisconn import control_redis, events_redis
 from common.settings import Settings
 from common.token import AppTokenManager
-from common.alerts import Alerts
+from common.alerts import Alerts, WebhookNotifier
 from .assignment import AssignmentLoop
 from .binder import BindBatcher, bind_shard
 from .conduit import ConduitManager
@@ -30,6 +30,7 @@ from .fence import Deposed, Fence
 from .health import ShardHealth
 from .http import create_api
 from .leader import LeaderLease
+from .monitor import Monitor
 from .reconciler import Reconciler
 from .stats import StatsPublisher
 
@@ -53,7 +54,11 @@ class Coordinator:
     async def start(self) -> None:
         settings = self.settings
         self.redis = control_redis(settings)
+        self.events = events_redis(settings)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self.webhook = WebhookNotifier(settings.alert_webhook_url, self.http) if settings.alert_webhook_url else None
+        if self.webhook is not None:
+            self.webhook.start()
         self.tokens = AppTokenManager(settings, self.redis, self.http)
         self.helix = HelixClient(settings, self.tokens, self.http)
         self.lease = LeaderLease(settings, self.redis, self.owner_id)
@@ -80,8 +85,11 @@ class Coordinator:
         await self._stop_leading()
         await self.lease.release()
         await self._runner.cleanup()
+        if self.webhook is not None:
+            await self.webhook.close()
         await self.http.close()
         await self.redis.aclose()
+        await self.events.aclose()
         log.info("coordinator %s stopped", self.owner_id)
 
     # -- leadership -------------------------------------------------------------------------------
@@ -100,12 +108,14 @@ class Coordinator:
         self._resize_wanted = asyncio.Event()
         try:
             await self._adopt_conduit()
-            self.alerts = Alerts(self.redis, self.keys)
+            self.alerts = Alerts(self.redis, self.keys, self.webhook)
             self.assignment = AssignmentLoop(settings, self.redis, fence, self.conduit.shard_count)
             self.reconciler = Reconciler(settings, self.redis, self.helix, self.conduit)
             self.batcher = BindBatcher(settings, self.redis, self.helix, self.conduit, fence)
             self.health = ShardHealth(settings, self.redis, self.helix, self.conduit, fence)
             self.stats = StatsPublisher(settings, self.redis, self.conduit, self.reconciler)
+            self.monitor = Monitor(settings, self.redis, self.events, self.alerts, self.helix, self.tokens,
+                                   self.conduit, self.assignment, self.reconciler)
             self.conduit.on_replaced.append(self._conduit_replaced)
             self.batcher.on_bound.append(self.assignment.changed.set)
             if self.conduit.lost_at_adoption:
@@ -122,6 +132,7 @@ class Coordinator:
                 (self.reconciler.run(), "reconciler"),
                 (self.health.run(), "shard health"),
                 (self.stats.run(), "stats"),
+                (self.monitor.run(), "monitor"),
                 (self._arq_worker.async_run(), "arq worker"),
                 (self._watch_changes(), "change listener"),
                 (self._validate_token_loop(), "token validation"),
@@ -219,7 +230,9 @@ class Coordinator:
         """Re-bind every shard and re-create every subscription on the new conduit."""
         await self.alerts.event("conduit_lost", "critical",
                                 f"conduit {old_id} was lost and replaced by {new_id}; re-binding every shard and "
-                                "re-creating the subscriptions", value=old_id)
+                                "re-creating the subscriptions", value=old_id,
+                                message_ja=f"Conduit {old_id} が失われたため {new_id} に置き換えました。"
+                                "すべてのシャードを再接続し、サブスクリプションを作り直します")
         self.assignment.shard_count = self.conduit.shard_count
         await self.redis.delete(self.keys.shards)
         assignment = await self.redis.hgetall(self.keys.assignment)

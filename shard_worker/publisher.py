@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 import redis.asyncio as redis
 import redis.exceptions
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from common.backoff import Backoff
 from common.keys import Keys
@@ -27,12 +28,17 @@ log = logging.getLogger(__name__)
 EVENTS_PUBLISHED = Counter("cf_events_published_total", "Events added to a stream")
 EVENTS_DEDUPLICATED = Counter("cf_events_deduplicated_total", "Events dropped because their dedup key was already claimed")
 EVENTS_LOST = Counter("cf_events_lost_total", "Events dropped because the publish buffer was full")
+PUBLISH_LATENCY = Histogram(
+    "cf_publish_latency_seconds", "Time from an event's arrival at the worker to Redis confirming its batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 
 # Names of the stream entry fields, in order (the stream contract in docs/stream-contract.md).
 ENTRY_FIELDS = (
     "message_id", "kind", "type", "version", "message_timestamp", "received_at_ms", "transport",
     "shard_id", "subscription_id", "broadcaster_user_id", "event",
 )
+RECEIVED_AT_INDEX = ENTRY_FIELDS.index("received_at_ms")
 
 
 class Publisher:
@@ -124,9 +130,11 @@ class Publisher:
             batches.append((buffer, len(batch)))
             await self._queue_script(pipe, partition, batch)
         results = await pipe.execute()
+        confirmed_ms = time.time() * 1000
         for (buffer, count), (published, duplicates) in zip(batches, results):
             for _ in range(count):
-                buffer.popleft()
+                _, values = buffer.popleft()
+                PUBLISH_LATENCY.observe(max(0.0, confirmed_ms - values[RECEIVED_AT_INDEX]) / 1000)
             self._pending -= count
             self.published += published
             self.duplicates += duplicates

@@ -20,6 +20,7 @@ import aiohttp
 import msgspec
 
 from common.backoff import Backoff
+from common.log import ContextAdapter
 from common.models import BindResult
 from . import metrics
 from .frames import FrameHandler
@@ -156,7 +157,7 @@ class ShardSession:
         self._lost = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._log = logging.LoggerAdapter(log, {"shard_id": shard_id, "worker_id": ctx.worker_id})
+        self._log = ContextAdapter(log, {"shard_id": shard_id, "worker_id": ctx.worker_id})
 
     @property
     def session_id(self) -> str:

@@ -21,6 +21,7 @@ from arq.connections import RedisSettings
 
 from common.alerts import Alerts
 from common.keys import Keys
+from common.log import ContextAdapter
 from common.redisconn import control_redis, events_redis
 from common.settings import Settings
 from common.tasks import spawn
@@ -29,7 +30,7 @@ from .bind import BindClient
 from .frames import ReplayGuard
 from .http import start_metrics_server
 from .publisher import Publisher
-from .session import ShardSession
+from .session import SessionState, ShardSession
 from .watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class ShardWorker:
         self.crashed = asyncio.Event()
         self._releasing: set[asyncio.Task] = set()
         self.draining = False
-        self._log = logging.LoggerAdapter(log, {"worker_id": self.worker_id})
+        self._log = ContextAdapter(log, {"worker_id": self.worker_id})
 
     async def start(self) -> None:
         settings = self.settings
@@ -103,7 +104,7 @@ class ShardWorker:
         self.metrics_port = 0
         if settings.metrics_port >= 0:
             self._metrics_runner, self.metrics_port = await start_metrics_server(
-                settings.http_host, settings.metrics_port, self.statistics)
+                settings.http_host, settings.metrics_port, self.statistics, self.readiness)
         await self._heartbeat()
         await self.redis.publish(self.keys.workers_channel, f"joined:{self.worker_id}")
         self._tasks = [
@@ -162,7 +163,9 @@ class ShardWorker:
             "events_lost", "critical",
             f"worker {self.worker_id} dropped {count} events because its publish buffer "
             f"(CF_PUBLISH_BUFFER_MAX={self.settings.publish_buffer_max}) was full while Redis was unreachable",
-            value=str(count))
+            value=str(count),
+            message_ja=f"ワーカー {self.worker_id} は Redis に接続できない間に送信バッファが満杯になり、"
+                       f"{count} 件のイベントを失いました")
 
     def _crashed(self, error: BaseException) -> None:
         # A worker missing a core loop must not pretend to be healthy: stop, and let the
@@ -211,6 +214,16 @@ class ShardWorker:
             "rejected": self.ctx.rejected,
             "keepalive_timeouts": self.watchdog.timeouts,
         }
+
+    def readiness(self) -> tuple[bool, dict]:
+        """Return whether every assigned shard is bound (true with no shards), and the unbound ones.
+
+        A draining or crashed worker is not ready, so a rollout does not count it as available.
+        """
+        unbound = sorted((shard for shard, session in self.sessions.items() if session.state is not SessionState.BOUND),
+                         key=int)
+        ready = not unbound and not self.draining and not self.crashed.is_set()
+        return ready, {"shards": len(self.sessions), "unbound": unbound, "draining": self.draining}
 
     # -- heartbeat --------------------------------------------------------------------------------
 

@@ -1,0 +1,229 @@
+"""JSON endpoints of the coordinator API (`/api/...`), read from Redis so every replica can serve them."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import msgspec
+import orjson
+import redis.asyncio as redis
+from aiohttp import web
+
+from common.alerts import read_alerts
+from common.channels import ChannelError, ChannelStore, make_channel
+from common.keys import Keys
+from common.models import NEEDS_HUMAN_STATUSES, ShardState, Subscription
+from common.settings import Settings
+
+MAX_CHANNELS_PER_REQUEST = 10_000
+SUBSCRIPTIONS_CACHE_S = 10.0
+
+_state_decoder = msgspec.json.Decoder(ShardState)
+_subscription_decoder = msgspec.json.Decoder(Subscription)
+_channel_encoder = msgspec.json.Encoder()
+
+
+def json_response(data, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return json_response({"error": message}, status)
+
+
+def _int_query(request: web.Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise web.HTTPBadRequest(text=orjson.dumps({"error": f"invalid {name}={raw!r}: expected a whole number"}).decode(),
+                                 content_type="application/json")
+    return min(int(raw), maximum)
+
+
+def parse_identity(identity: str) -> dict:
+    """Split a reconciler identity `type|version|{condition}` into its parts."""
+    type_, _, rest = identity.partition("|")
+    version, _, condition = rest.partition("|")
+    try:
+        parsed = orjson.loads(condition) if condition else {}
+    except orjson.JSONDecodeError:
+        parsed = {"raw": condition}
+    return {"type": type_, "version": version, "condition": parsed}
+
+
+def channels_from_body(body) -> list:
+    """Validate a POST /api/channels body: a list of channel objects, or {"channels": [...]}."""
+    if isinstance(body, dict) and "channels" in body:
+        body = body["channels"]
+    if not isinstance(body, list) or not body:
+        raise ChannelError("expected a non-empty JSON list of channels, e.g. [{\"broadcaster_user_id\": \"12826\"}]")
+    if len(body) > MAX_CHANNELS_PER_REQUEST:
+        raise ChannelError(f"too many channels in one request ({len(body)}): send at most {MAX_CHANNELS_PER_REQUEST}")
+    channels = []
+    for index, item in enumerate(body):
+        if not isinstance(item, dict) or "broadcaster_user_id" not in item:
+            raise ChannelError(f"channel {index}: expected an object with broadcaster_user_id")
+        types = item.get("types") or []
+        if isinstance(types, str):
+            types = types.split(",")
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise ChannelError(f"channel {index}: types must be a list of 'type:version' strings")
+        try:
+            channels.append(make_channel(
+                str(item["broadcaster_user_id"]), login=str(item.get("login") or ""),
+                display_name=str(item.get("display_name") or ""), types=types,
+                transport_mode=str(item.get("transport_mode") or "conduit")))
+        except ValueError as exc:
+            raise ChannelError(f"channel {index}: {exc}") from exc
+    return channels
+
+
+class ApiViews:
+    """Handlers of the `/api/...` routes."""
+
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self._settings = settings
+        self._client = client
+        self._keys = Keys(settings.key_prefix)
+        self._channels = ChannelStore(client, self._keys)
+        self._subscriptions_cache: tuple[float, dict] | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/stats", self.stats)
+        app.router.add_get("/api/shards", self.shards)
+        app.router.add_get("/api/workers", self.workers)
+        app.router.add_get("/api/subscriptions", self.subscriptions)
+        app.router.add_get("/api/channels", self.list_channels)
+        app.router.add_post("/api/channels", self.add_channels)
+        app.router.add_delete("/api/channels/{broadcaster_id}", self.remove_channel)
+        app.router.add_get("/api/alerts", self.alerts)
+        app.router.add_get("/api/migration", self.migration)
+        app.router.add_get("/api/history", self.history)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        raw = await self._client.get(self._keys.stats)
+        if raw is None:
+            return error_response(503, "no stats yet: the leader publishes them a few seconds after start")
+        return web.Response(body=raw, content_type="application/json")
+
+    async def shards(self, request: web.Request) -> web.Response:
+        assignment = {k.decode(): v.decode() for k, v in (await self._client.hgetall(self._keys.assignment)).items()}
+        states = {k.decode(): _state_decoder.decode(v) for k, v in (await self._client.hgetall(self._keys.shards)).items()}
+        status_filter = request.query.get("status")
+        rows = []
+        for shard_id in sorted(set(assignment) | set(states), key=int):
+            state = states.get(shard_id, ShardState())
+            row = {"id": shard_id, "worker": assignment.get(shard_id, ""), "session_id": state.session_id,
+                   "status": state.status, "bound_at_ms": state.bound_at_ms, "changed_at_ms": state.changed_at_ms}
+            if status_filter and row["status"] != status_filter:
+                continue
+            rows.append(row)
+        return json_response({"data": rows, "total": len(rows)})
+
+    async def workers(self, request: web.Request) -> web.Response:
+        now_ms = int(time.time() * 1000)
+        counts = collections.Counter(worker.decode() for worker in (await self._client.hgetall(self._keys.assignment)).values())
+        rows = []
+        for worker, deadline in await self._client.zrange(self._keys.workers, 0, -1, withscores=True):
+            worker_id = worker.decode()
+            info = {k.decode(): v.decode() for k, v in (await self._client.hgetall(self._keys.worker_info(worker_id))).items()}
+            heartbeat_ms = int(info.get("heartbeat_ms", 0))
+            rows.append({
+                "id": worker_id, "shards": counts.get(worker_id, 0), "lease_deadline_ms": int(deadline),
+                "heartbeat_age_s": round((now_ms - heartbeat_ms) / 1000, 2) if heartbeat_ms else None,
+                "host": info.get("host", ""), "pid": int(info.get("pid", 0) or 0),
+                "draining": info.get("draining") == "1",
+                "published": int(info.get("published", 0) or 0), "duplicates": int(info.get("duplicates", 0) or 0),
+            })
+        return json_response({"data": rows, "total": len(rows)})
+
+    async def subscriptions(self, request: web.Request) -> web.Response:
+        limit = _int_query(request, "limit", 100, 10_000)
+        summary = await self._subscription_summary()
+        return json_response({
+            **{key: value for key, value in summary.items() if key not in ("failed", "needs_reconsent")},
+            "failed": summary["failed"][:limit],
+            "needs_reconsent": summary["needs_reconsent"][:limit],
+        })
+
+    async def _subscription_summary(self) -> dict:
+        # Cached briefly: the dashboard polls every few seconds and the hash may hold 100,000 entries.
+        cached = self._subscriptions_cache
+        if cached is not None and time.monotonic() - cached[0] < SUBSCRIPTIONS_CACHE_S:
+            return cached[1]
+        by_status: collections.Counter[str] = collections.Counter()
+        by_type: collections.Counter[str] = collections.Counter()
+        needs_reconsent = []
+        total = 0
+        async for _, raw in self._client.hscan_iter(self._keys.subscriptions, count=1000):
+            sub = _subscription_decoder.decode(raw)
+            total += 1
+            by_status[sub.status] += 1
+            by_type[f"{sub.type}:{sub.version}"] += 1
+            if sub.status in NEEDS_HUMAN_STATUSES:
+                needs_reconsent.append({"id": sub.id, "type": sub.type, "version": sub.version,
+                                        "condition": sub.condition, "reason": sub.status})
+        failed = [{**parse_identity(identity.decode()), "reason": reason.decode(errors="replace")}
+                  for identity, reason in (await self._client.hgetall(self._keys.subscription_failures)).items()]
+        summary = {
+            "total": total, "by_status": dict(by_status), "by_type": dict(by_type),
+            "failed_total": len(failed), "needs_reconsent_total": len(needs_reconsent),
+            "failed": sorted(failed, key=lambda row: (row["type"], str(row["condition"]))),
+            "needs_reconsent": sorted(needs_reconsent, key=lambda row: (row["type"], str(row["condition"]))),
+        }
+        self._subscriptions_cache = (time.monotonic(), summary)
+        return summary
+
+    async def list_channels(self, request: web.Request) -> web.Response:
+        limit = _int_query(request, "limit", 1000, 100_000)
+        offset = _int_query(request, "offset", 0, 10**9)
+        channels = await self._channels.list()
+        page = [orjson.loads(_channel_encoder.encode(channel)) for channel in channels[offset:offset + limit]]
+        return json_response({"data": page, "total": len(channels)})
+
+    async def add_channels(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return error_response(400, f"invalid JSON body: {exc}")
+        try:
+            channels = channels_from_body(body)
+        except ChannelError as exc:
+            return error_response(400, str(exc))
+        stored = await self._channels.add(channels)
+        return json_response({"stored": stored})
+
+    async def remove_channel(self, request: web.Request) -> web.Response:
+        broadcaster_id = request.match_info["broadcaster_id"]
+        if not broadcaster_id.isdigit():
+            return error_response(400, f"invalid broadcaster id {broadcaster_id!r}: expected a numeric Twitch user id")
+        if not await self._channels.remove([broadcaster_id]):
+            return error_response(404, f"channel {broadcaster_id} not found")
+        return json_response({"removed": broadcaster_id})
+
+    async def alerts(self, request: web.Request) -> web.Response:
+        recent = _int_query(request, "recent", 50, 1000)
+        return json_response(await read_alerts(self._client, self._keys, recent))
+
+    async def migration(self, request: web.Request) -> web.Response:
+        # NOTE: the legacy WebSocket mode and the migration controller do not exist yet.
+        return json_response({"state": "not_started",
+                              "message": "migration is not running: the legacy WebSocket mode is not built yet"})
+
+    async def history(self, request: web.Request) -> web.Response:
+        raw = await self._client.lrange(self._keys.history, 0, -1)
+        samples = [orjson.loads(item) for item in reversed(raw)]
+        rows = []
+        previous = None
+        for sample in samples:
+            rate = None
+            if previous is not None and sample["t_ms"] > previous["t_ms"]:
+                # A counter that went down was reset (for example a flushed Redis): no rate for that step.
+                delta = sample["published"] - previous["published"]
+                rate = round(delta * 1000 / (sample["t_ms"] - previous["t_ms"]), 2) if delta >= 0 else None
+            rows.append({"t_ms": sample["t_ms"], "events_per_s": rate, "stream_length": sample["stream_length"],
+                         "published": sample["published"]})
+            previous = sample
+        return json_response({"interval_s": self._settings.alert_interval_s, "samples": rows})
