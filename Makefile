@@ -6,7 +6,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 RUN_TYPES ?= stream.online:1,channel.update:2,channel.chat.message:1
 
-.PHONY: install run test lint clean
+.PHONY: install run test chaos clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ run: install
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+chaos: install
+	CHAOS_FULL=1 $(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

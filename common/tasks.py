@@ -24,3 +24,19 @@ def spawn(coro: Coroutine, name: str, *, on_crash: Callable[[BaseException], Non
 
     task.add_done_callback(done)
     return task
+
+
+async def cancel_and_wait(tasks, timeout_s: float = 5.0) -> None:
+    """Cancel `tasks` and wait for them, but never longer than `timeout_s`.
+
+    A cancellation that arrives inside a client library's own timeout handling can be swallowed,
+    and the task then runs on; shutdown must not hang on such a task.
+    """
+    tasks = [task for task in tasks if task is not None]
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        log.warning("task %r did not stop within %.1f s of its cancellation", task.get_name(), timeout_s)

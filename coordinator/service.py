@@ -21,6 +21,7 @@ from common.helix import HelixClient
 from common.keys import Keys
 from common.redisconn import control_redis, events_redis
 from common.settings import Settings
+from common.tasks import cancel_and_wait
 from common.token import AppTokenManager
 from common.alerts import Alerts, WebhookNotifier
 from .assignment import AssignmentLoop
@@ -80,8 +81,7 @@ class Coordinator:
         }
 
     async def close(self) -> None:
-        self._lease_task.cancel()
-        await asyncio.gather(self._lease_task, return_exceptions=True)
+        await cancel_and_wait([self._lease_task])
         await self._stop_leading()
         await self.lease.release()
         await self._runner.cleanup()
@@ -268,9 +268,7 @@ class Coordinator:
 
     async def _stop_leading(self) -> None:
         tasks, self._leader_tasks = self._leader_tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         if self._arq_worker is not None:
             await self._close_arq_worker(self._arq_worker)
             self._arq_worker = None

@@ -24,7 +24,7 @@ from common.keys import Keys
 from common.log import ContextAdapter
 from common.redisconn import control_redis, events_redis
 from common.settings import Settings
-from common.tasks import spawn
+from common.tasks import cancel_and_wait, spawn
 from . import metrics
 from .bind import BindClient
 from .frames import ReplayGuard
@@ -175,9 +175,7 @@ class ShardWorker:
     async def close(self) -> None:
         """Close every shard's sockets, flush the publisher and leave the fleet."""
         self._log.info("worker stopping with %d shards", len(self.sessions))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         for task in self._releasing:
             task.cancel()
         await asyncio.gather(*self._releasing, return_exceptions=True)

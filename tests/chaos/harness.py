@@ -49,6 +49,7 @@ class ShardSampler:
         self.max_disabled = 0
         self.last_disabled_at = 0.0
         self._task: asyncio.Task | None = None
+        self._stopped = False
 
     async def _disabled_now(self) -> int:
         conduit_id = (await self.fleet.redis.hget(self.fleet.keys.conduit, "id") or b"").decode()
@@ -59,7 +60,9 @@ class ShardSampler:
         return self.fleet.shard_count
 
     async def _run(self) -> None:
-        while True:
+        # A stop flag rather than cancel(): a cancellation that lands inside a Redis call can be
+        # swallowed by the client, and the loop would then never end.
+        while not self._stopped:
             try:
                 disabled = await self._disabled_now()
             except Exception:  # Redis may be restarting: skip this sample
@@ -73,7 +76,7 @@ class ShardSampler:
         self._task = asyncio.create_task(self._run(), name="shard sampler")
 
     async def stop(self) -> None:
-        self._task.cancel()
+        self._stopped = True
         await asyncio.gather(self._task, return_exceptions=True)
 
 
