@@ -123,7 +123,7 @@ class Router:
         if target is None:
             return False
         data = frames.notification(subscription, event, self.state.sent_log, timestamp=self.state.timestamp())
-        return await self.deliver(target[0], target[1], data)
+        return await self.deliver_or_retry(subscription, target[0], target[1], data)
 
     async def revoke(self, subscription: Subscription) -> bool:
         """Send a revocation frame for ``subscription`` whose status was already changed."""
