@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`conduit-fleet channels list | head`): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -92,9 +97,15 @@ def run_until_signal(runner) -> int:
 
     async def body() -> None:
         stop = asyncio.Event()
+        stop.signal_name = ""  # which signal set it: a worker drains on SIGTERM only
+
+        def on_signal(name: str) -> None:
+            stop.signal_name = stop.signal_name or name
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig.name)
         await runner(settings, stop)
 
     asyncio.run(body())

@@ -80,6 +80,7 @@ class DevFleet:
                         {**env, "CF_WORKER_ID": f"worker-{index + 1}", "CF_METRICS_PORT": "0"})
         print(f"redis 127.0.0.1:{redis_port}, emulator {self.emulator_url}, "
               f"API http://127.0.0.1:{self.args.http_port}/api/stats, logs in {self.log_dir}", flush=True)
+        print(f"for the CLI in another terminal: export CF_REDIS_URL=redis://127.0.0.1:{redis_port}/0", flush=True)
 
         import redis.asyncio as redis
         self.redis = redis.Redis.from_url(f"redis://{LOOPBACK}:{redis_port}/0")
@@ -122,7 +123,9 @@ class DevFleet:
         return False
 
     async def _start_events(self, started: float) -> str:
-        body = {"rate": self.args.rate, "duplicate_ratio": self.args.duplicate_ratio}
+        # Only the channels' own event types: conduit.shard.disabled is the fleet's health signal, not load.
+        types = [entry.partition(":")[0] for entry in self.args.types.split(",") if entry.strip()]
+        body = {"rate": self.args.rate, "duplicate_ratio": self.args.duplicate_ratio, "types": types}
         if self.args.duration:
             body["duration_s"] = max(1.0, self.args.duration - (time.monotonic() - started) - 5)
         else:
@@ -197,7 +200,8 @@ class DevFleet:
         order = [p for p in self.processes if p.name == "coordinator"]
         order += [p for p in reversed(self.processes) if p.name != "coordinator"]
         for process in order:
-            process.stop(timeout_s=10)
+            # SIGINT: the workers stop at once instead of draining to a coordinator that is gone.
+            process.stop(timeout_s=10, sig=signal.SIGINT if process.name.startswith("worker") else signal.SIGTERM)
 
 
 def _count_subscriptions(state: dict) -> int:

@@ -84,11 +84,11 @@ class ManagedProcess:
         if self.alive():
             self.process.send_signal(sig)
 
-    def stop(self, timeout_s: float = 10.0) -> int | None:
+    def stop(self, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None:
             return None
         if self.alive():
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:

@@ -129,15 +129,18 @@ class ShardWorker:
         except (redis.exceptions.RedisError, OSError) as exc:
             self._log.warning("could not announce the drain: %s", exc)
         checked_at = 0.0
+        handoff_possible = True
         while (self.sessions or self._releasing) and time.monotonic() < deadline and not self.crashed.is_set():
             if time.monotonic() - checked_at > 0.5:
                 checked_at = time.monotonic()
                 if not await self._handoff_possible():
-                    self._log.warning("no leader or no other live worker to take the shards; not waiting")
+                    handoff_possible = False
                     break
             await asyncio.sleep(0.05)
         remaining = len(self.sessions)
-        if remaining:
+        if remaining and not handoff_possible:
+            self._log.warning("drain ended: no leader or other worker to take %d shards", remaining)
+        elif remaining:
             self._log.error("drain deadline reached: %d shards not handed over (%s)", remaining,
                             ", ".join(sorted(self.sessions, key=int)))
         else:
@@ -337,7 +340,7 @@ class ShardWorker:
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Run a worker until `stop` is set (SIGTERM, SIGINT)."""
+    """Run a worker until `stop` is set; after SIGTERM it drains first, after SIGINT it stops at once."""
     worker = ShardWorker(settings)
     await worker.start()
     try:
@@ -346,7 +349,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await asyncio.wait([stopped, crashed], return_when=asyncio.FIRST_COMPLETED)
         stopped.cancel()
         crashed.cancel()
-        if stop.is_set() and not worker.crashed.is_set():
+        drain = getattr(stop, "signal_name", "SIGTERM") != "SIGINT"
+        if stop.is_set() and not worker.crashed.is_set() and drain:
             await worker.drain(settings.scaled(settings.drain_timeout_s))
     finally:
         await worker.close()

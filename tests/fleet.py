@@ -24,6 +24,7 @@ from common.local import (
 )
 
 TIME_SCALE = 0.2
+KEEPALIVE_GRACE = 2.0
 PARTITIONS = 4
 
 
@@ -52,7 +53,9 @@ class Fleet:
                          http_port=self.http_port,
                          extra={"CF_SHARD_COUNT": str(self.shard_count), "CF_STREAM_PARTITIONS": str(PARTITIONS),
                                 "CF_METRICS_PORT": "0", "CF_RECONCILE_INTERVAL_S": "20",
-                                "CF_DRAIN_TIMEOUT_S": "3", **self.extra_env, **extra})
+                                "CF_DRAIN_TIMEOUT_S": "3",
+                                # Under load on a shared 2-core machine a keepalive can be a second late.
+                                "CF_KEEPALIVE_GRACE": str(KEEPALIVE_GRACE), **self.extra_env, **extra})
 
     async def start_emulator(self) -> None:
         env = emulator_env(port=self.emulator_port, time_scale=self.time_scale)

@@ -8,7 +8,7 @@ import pytest
 
 from common.settings import Settings
 from shard_worker.worker import ShardWorker
-from tests.fleet import TIME_SCALE
+from tests.fleet import KEEPALIVE_GRACE, TIME_SCALE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,8 +28,8 @@ async def test_silent_socket_replaced(fleet):
         shard = (await fleet.twitch_shards())["1"]
         return shard["status"] == "enabled" and shard["transport"]["session_id"] != old
 
-    # Dead after keepalive x 1.5 of silence, then one bind.
-    took_s = await fleet.wait_for(replaced, KEEPALIVE_S * 1.5 * TIME_SCALE + 5, "shard 1 on a new session")
+    # Dead after keepalive x grace of silence, then one bind.
+    took_s = await fleet.wait_for(replaced, KEEPALIVE_S * KEEPALIVE_GRACE * TIME_SCALE + 5, "shard 1 on a new session")
     assert took_s >= KEEPALIVE_S * TIME_SCALE
     assert await fleet.worker_metric("worker-1", "cf_worker_keepalive_timeouts_total") == 1
 
@@ -52,7 +52,7 @@ async def test_retired_socket_timer_never_fires(fleet):
 
         await fleet.wait_for(handed_over, 10, "every shard on its reconnected socket")
         # Stay idle for twice the dead-socket limit: only the new sockets' keepalives may arrive.
-        await asyncio.sleep(KEEPALIVE_S * 1.5 * TIME_SCALE * 2)
+        await asyncio.sleep(KEEPALIVE_S * KEEPALIVE_GRACE * TIME_SCALE * 2)
 
         assert len(worker.watchdog) == 4
         assert all(old.closed for old in old_connections.values())
