@@ -19,6 +19,7 @@ from arq.connections import RedisSettings
 from common.errors import FleetError
 from common.helix import HelixClient
 from common.keys import Keys
+from common.ratelimit import RateLimiter
 from common.redisconn import control_redis
 from common.settings import Settings
 from common.token import AppTokenManager
@@ -54,8 +55,9 @@ class Coordinator:
         settings = self.settings
         self.redis = control_redis(settings)
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        self.tokens = AppTokenManager(settings, self.redis, self.http)
-        self.helix = HelixClient(settings, self.tokens, self.http)
+        self.tokens = AppTokenManager(settings, self.redis, self.http, alerts=Alerts(self.redis, self.keys))
+        self.limiter = RateLimiter(self.redis, self.keys, time_scale=settings.time_scale)
+        self.helix = HelixClient(settings, self.tokens, self.http, limiter=self.limiter)
         self.lease = LeaderLease(settings, self.redis, self.owner_id)
         app = create_api(settings, self.redis, self.status)
         self._runner = web.AppRunner(app, access_log=None)
@@ -102,7 +104,7 @@ class Coordinator:
             await self._adopt_conduit()
             self.alerts = Alerts(self.redis, self.keys)
             self.assignment = AssignmentLoop(settings, self.redis, fence, self.conduit.shard_count)
-            self.reconciler = Reconciler(settings, self.redis, self.helix, self.conduit)
+            self.reconciler = Reconciler(settings, self.redis, self.helix, self.conduit, self.alerts)
             self.batcher = BindBatcher(settings, self.redis, self.helix, self.conduit, fence)
             self.health = ShardHealth(settings, self.redis, self.helix, self.conduit, fence)
             self.stats = StatsPublisher(settings, self.redis, self.conduit, self.reconciler)
@@ -255,8 +257,14 @@ class Coordinator:
 
     async def _stop_leading(self) -> None:
         tasks, self._leader_tasks = self._leader_tasks, []
-        for task in tasks:
-            task.cancel()
+        pending = set(tasks)
+        while pending:
+            # Cancel again any task that lost its cancellation. After a SIGSTOP the stats loop was
+            # seen still sleeping in state "cancelling", so something inside it had swallowed the
+            # CancelledError (likely turned into a TimeoutError, an OSError it catches).
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._arq_worker is not None:
             await self._close_arq_worker(self._arq_worker)
