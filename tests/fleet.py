@@ -53,8 +53,8 @@ class Fleet:
                                 "CF_METRICS_PORT": "0", "CF_RECONCILE_INTERVAL_S": "20",
                                 "CF_DRAIN_TIMEOUT_S": "3", **self.extra_env, **extra})
 
-    async def start_emulator(self) -> None:
-        env = emulator_env(port=self.emulator_port, time_scale=self.time_scale)
+    async def start_emulator(self, **extra_env: str) -> None:
+        env = emulator_env(port=self.emulator_port, time_scale=self.time_scale, extra=extra_env)
         self.processes["emulator"] = ManagedProcess(
             "emulator", python_module("common.cli", "emulator"), env, self.tmp_path).start()
         await asyncio.to_thread(wait_for_port, self.emulator_port)

@@ -1,4 +1,4 @@
-"""S8: subscriptions that already exist are adopted at start, and 409 on create counts as "exists"."""
+"""Subscriptions that already exist are adopted at start, and 409 on create counts as "exists"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""S14: a subscription call that fails never removes the entry from the desired state."""
+"""A subscription call that fails never removes the entry from the desired state."""
 
 from __future__ import annotations
 

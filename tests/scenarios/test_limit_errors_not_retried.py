@@ -1,4 +1,4 @@
-"""S11 and S12: a limit error (429 with points left) fails the entry once with an alert; a real
+"""A limit error (429 with points left) fails the entry once with an alert; a real
 rate limit (429 with Ratelimit-Remaining 0) waits for the bucket and succeeds; duplicates are deleted."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""S17: a revoked chat subscription is published as a revocation, marked "needs re-consent" and not
+"""A revoked chat subscription is published as a revocation, marked "needs re-consent" and not
 created again until an operator clears it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""S13: the app token is invalidated while the fleet runs; the next Helix call gets 401."""
+"""The app token is invalidated while the fleet runs; the next Helix call gets 401."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""S16: Get Subscriptions lists a status the client does not know."""
+"""Get Subscriptions lists a status the client does not know."""
 
 from __future__ import annotations
 

@@ -74,8 +74,8 @@ async def test_observe_keeps_room_for_calls_in_flight(redis_client: redis.Redis)
 
 
 async def test_two_limiters_share_bucket(redis_client: redis.Redis) -> None:
-    first = RateLimiter(redis_client, Keys(), time_scale=100.0)
-    second = RateLimiter(redis_client, Keys(), time_scale=100.0)
+    first = RateLimiter(redis_client, Keys(), time_scale=100.0, margin=5)
+    second = RateLimiter(redis_client, Keys(), time_scale=100.0, margin=5)
 
     await first.observe(headers(800, 20))
     await second.acquire()

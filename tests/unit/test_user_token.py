@@ -66,7 +66,7 @@ async def test_refreshed_before_expiry(start_emulator: EmulatorStarter, redis_cl
 
 async def test_refresh_after_401(start_emulator: EmulatorStarter, redis_client: redis.Redis,
                                  http: aiohttp.ClientSession) -> None:
-    # The token lives 10 Twitch seconds (0.5 s real); the manager's clock stands still, so only
+    # The token lives 10 Twitch seconds (0.5 s real); the manager's clock does not move, so only
     # Twitch's 401 tells it the token expired.
     emulator = await start_emulator(token_expires_in_s=10)
     pair = await user_pair(http, emulator)
