@@ -1,4 +1,4 @@
-"""A process that makes Helix calls through the fleet's shared rate budget, as a worker would.
+"""A process that makes Helix calls through the fleet's shared rate budget, like any fleet process.
 
 Run as `python -m tests.helix_caller COUNT` with the fleet's CF_* and TWITCH_* environment; it prints
 how many calls got a rate-limit 429.

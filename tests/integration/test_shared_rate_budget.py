@@ -1,5 +1,5 @@
 """A coordinator and two other processes making Helix calls share one bucket of 100 points and never
-run it empty. Workers make no Helix calls, so `tests.helix_caller` stands in for them."""
+run it empty. Workers make no Helix calls, so `tests.helix_caller` takes their place."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def test_processes_share_budget_without_429(fleet):
-    # 100 points per Twitch minute at time scale 0.2: the bucket holds 100 and refills 8.3 per s.
+    # 100 points per Twitch minute at time scale 0.2: the bucket has 100 points and refills 8.3 per s.
     fleet.shard_count = 2
     fleet.extra_env["CF_RECONCILE_CONCURRENCY"] = "4"
     await fleet.start_emulator(EMULATOR_RATE_LIMIT_PER_MIN="100")
