@@ -1,13 +1,16 @@
-"""The desired state: channels and their event types in `cf:channels`.
+"""The desired state: channels and their event types in `cf:channels`, and the state of entries the
+reconciler could not create in `cf:subscription-states`.
 
 Writes are idempotent (adding a channel twice stores it once) and announce themselves on a pub/sub
-channel, so the leader's reconciler runs soon after an edit.
+channel, so the leader's reconciler runs soon after an edit. Nothing here removes a channel except
+`ChannelStore.remove`: a failed or revoked subscription only gets a state with its reason.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from .models import Channel
 from .settings import parse_event_types
 
 TRANSPORT_MODES = ("websocket", "both", "conduit")
+ADD_CHUNK = 1000
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Channel)
 
@@ -92,13 +96,16 @@ class ChannelStore:
         self._keys = keys
 
     async def add(self, channels: Iterable[Channel]) -> int:
+        """Store channels (a later entry for the same id wins) in one pipelined round trip; return the count."""
         mapping = {channel.broadcaster_user_id: _encoder.encode(channel) for channel in channels}
         if not mapping:
             return 0
         items = list(mapping.items())
-        for start in range(0, len(items), 1000):
-            await self._client.hset(self._keys.channels, mapping=dict(items[start:start + 1000]))
-        await self._client.publish(self._keys.channels_channel, "changed")
+        pipe = self._client.pipeline(transaction=False)
+        for start in range(0, len(items), ADD_CHUNK):
+            pipe.hset(self._keys.channels, mapping=dict(items[start:start + ADD_CHUNK]))
+        pipe.publish(self._keys.channels_channel, "changed")
+        await pipe.execute()
         return len(mapping)
 
     async def remove(self, broadcaster_ids: Iterable[str]) -> int:
@@ -110,3 +117,76 @@ class ChannelStore:
     async def list(self) -> list[Channel]:
         raw = await self._client.hgetall(self._keys.channels)
         return sorted((_decoder.decode(value) for value in raw.values()), key=lambda c: int(c.broadcaster_user_id))
+
+
+# Entry states. Only `BLOCKING_STATES` stop the reconciler from creating the entry again; an operator
+# clears them with `conduit-fleet channels clear ID`.
+FAILED = "failed"
+NEEDS_RECONSENT = "needs_reconsent"
+VERSION_REMOVED = "version_removed"
+BLOCKED_BY_COST = "blocked_by_cost"
+BLOCKING_STATES = frozenset({NEEDS_RECONSENT, VERSION_REMOVED})
+
+
+class EntryState(msgspec.Struct, omit_defaults=True):
+    """Why one desired subscription (type, version, condition) is not on the conduit."""
+
+    state: str
+    reason: str
+    type: str
+    version: str
+    condition: dict[str, str] = {}
+    broadcaster_user_id: str = ""
+    subscription_id: str = ""
+    retryable: bool = False
+    since_ms: int = 0
+
+    @property
+    def blocks_retry(self) -> bool:
+        """Return whether the reconciler must leave this entry alone until an operator clears it."""
+        return self.state in BLOCKING_STATES or (self.state == FAILED and not self.retryable)
+
+
+_state_decoder = msgspec.json.Decoder(EntryState)
+
+
+def entry_state(state: str, reason: str, type_: str, version: str, condition: dict[str, str], *,
+                subscription_id: str = "", retryable: bool = False) -> EntryState:
+    """Build an EntryState stamped with the current time."""
+    return EntryState(state=state, reason=reason, type=type_, version=version, condition=condition,
+                      broadcaster_user_id=condition.get("broadcaster_user_id", ""),
+                      subscription_id=subscription_id, retryable=retryable, since_ms=int(time.time() * 1000))
+
+
+class EntryStateStore:
+    """Reads and edits `cf:subscription-states`: identity of a desired subscription -> EntryState."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+
+    async def load(self) -> dict[str, EntryState]:
+        raw = await self._client.hgetall(self._keys.entry_states)
+        return {key.decode(): _state_decoder.decode(value) for key, value in raw.items()}
+
+    async def save(self, changed: dict[str, EntryState], removed: Iterable[str] = ()) -> None:
+        """Write changed entries and delete removed ones in one pipelined round trip."""
+        removed = list(removed)
+        if not changed and not removed:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        items = [(key, _encoder.encode(state)) for key, state in changed.items()]
+        for start in range(0, len(items), ADD_CHUNK):
+            pipe.hset(self._keys.entry_states, mapping=dict(items[start:start + ADD_CHUNK]))
+        for start in range(0, len(removed), ADD_CHUNK):
+            pipe.hdel(self._keys.entry_states, *removed[start:start + ADD_CHUNK])
+        await pipe.execute()
+
+    async def clear(self, broadcaster_ids: Iterable[str]) -> int:
+        """Drop the states of these broadcasters' entries so the reconciler tries them again; return the count."""
+        wanted = set(broadcaster_ids)
+        keys = [key for key, state in (await self.load()).items() if state.broadcaster_user_id in wanted]
+        if keys:
+            await self._client.hdel(self._keys.entry_states, *keys)
+        await self._client.publish(self._keys.channels_channel, "changed")
+        return len(keys)

@@ -62,6 +62,18 @@ def _build_parser() -> argparse.ArgumentParser:
     load = channel_commands.add_parser("import", help="import channels from CSV or JSON lines")
     load.add_argument("file", type=Path)
     load.set_defaults(handler=_channels_import)
+    progress = channel_commands.add_parser(
+        "progress", help="show the reconciler's progress (a live bar on a terminal)")
+    progress.add_argument("--once", action="store_true", help="print one line and exit, even on a terminal")
+    progress.add_argument("--interval", type=float, default=1.0, help="seconds between updates of the live bar")
+    progress.set_defaults(handler=_channels_progress)
+    problems = channel_commands.add_parser(
+        "problems", help="list subscriptions that failed, need re-consent or are blocked by cost, with the reason")
+    problems.set_defaults(handler=_channels_problems)
+    clear = channel_commands.add_parser(
+        "clear", help="clear the failed or needs-re-consent state of channels so the reconciler tries again")
+    clear.add_argument("broadcaster_ids", nargs="+", help="numeric Twitch user ids")
+    clear.set_defaults(handler=_channels_clear)
 
     conduit = commands.add_parser("conduit", help="show or resize the fleet's conduit")
     conduit_commands = conduit.add_subparsers(title="conduit commands", metavar="ACTION")
@@ -210,6 +222,46 @@ def _channels_import(args) -> int:
     async def body(settings, client, keys):
         count = await ChannelStore(client, keys).add(channels)
         print(f"imported {count} channels from {args.file}")
+    _with_redis(body)
+    return 0
+
+
+def _channels_progress(args) -> int:
+    from .progressbar import format_progress, watch_progress
+
+    async def body(settings, client, keys):
+        if args.once or not sys.stdout.isatty():
+            raw = await client.hgetall(keys.reconcile)
+            print(format_progress({k.decode(): v.decode() for k, v in raw.items()}))
+            return
+        await watch_progress(client, keys, args.interval)
+    _with_redis(body)
+    return 0
+
+
+def _channels_problems(args) -> int:
+    import orjson
+
+    from .channels import EntryStateStore
+
+    async def body(settings, client, keys):
+        states = await EntryStateStore(client, keys).load()
+        for state in sorted(states.values(), key=lambda s: (s.state, s.broadcaster_user_id, s.type)):
+            who = state.broadcaster_user_id or orjson.dumps(state.condition).decode()
+            print(f"{state.state}\t{who}\t{state.type}:{state.version}\t{state.reason}")
+        if not states:
+            print("no failed, revoked or cost-blocked subscriptions")
+    _with_redis(body)
+    return 0
+
+
+def _channels_clear(args) -> int:
+    from .channels import EntryStateStore, make_channel
+    ids = [make_channel(b).broadcaster_user_id for b in args.broadcaster_ids]
+
+    async def body(settings, client, keys):
+        count = await EntryStateStore(client, keys).clear(ids)
+        print(f"cleared {count} subscription states; the reconciler tries them again")
     _with_redis(body)
     return 0
 

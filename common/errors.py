@@ -7,7 +7,9 @@
     └── HelixError             a Helix call failed (carries status, retryable)
         ├── Unauthorized       401 after one token renewal
         ├── RateLimited        429 with Ratelimit-Remaining 0
-        ├── LimitReached       429 that is a limit (conduits, cost, same type+condition)
+        ├── LimitReached       429 that is a limit (conduits, same type+condition)
+        │   └── CostLimitReached   429 because max_total_cost is spent
+        ├── CircuitOpen        not sent: recent calls kept failing with 5xx or network errors
         ├── ConduitNotFound    404 on a conduit endpoint: the conduit is gone
         └── Conflict           409: the subscription already exists
 """
@@ -66,6 +68,16 @@ class RateLimited(HelixError):
 
 class LimitReached(HelixError):
     """Raised for a 429 that is a limit (conduit count, cost, same type and condition), not a rate limit."""
+
+
+class CostLimitReached(LimitReached):
+    """Raised for a 429 because the subscriptions' total cost would pass max_total_cost."""
+
+
+class CircuitOpen(HelixError):
+    """Raised without calling Helix while the circuit breaker is open after repeated 5xx or network errors."""
+
+    retryable = True
 
 
 class ConduitNotFound(HelixError):

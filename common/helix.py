@@ -1,8 +1,10 @@
 """An aiohttp client for the Helix conduit, shard and subscription endpoints.
 
 Errors are translated here, at one boundary, into the `common.errors` tree. 5xx answers and network
-errors are retried with backoff; a real rate limit (429 with `Ratelimit-Remaining: 0`) waits until
-`Ratelimit-Reset` (Twitch API guide, rate limits); a 401 gets one new token and one retry.
+errors are retried with capped, jittered backoff, and a circuit breaker stops calls after repeated
+failures; a real rate limit (429 with `Ratelimit-Remaining: 0`) waits until `Ratelimit-Reset`
+(Twitch API guide, rate limits); a 401 gets one new token and one retry. With a `RateLimiter`, every
+call takes a point from the fleet's shared budget before it is sent.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from prometheus_client import Counter
 
 from .backoff import Backoff
 from .errors import (
-    Conflict, ConduitNotFound, HelixError, LimitReached, RateLimited, ServerError, Unauthorized,
+    Conflict, ConduitNotFound, CostLimitReached, HelixError, LimitReached, RateLimited, ServerError, Unauthorized,
 )
 from .models import (
     Conduit, Shard, ShardUpdate, Subscription, SubscriptionPage, UpdateShardsRequest, UpdateShardsResponse,
 )
+from .ratelimit import CircuitBreaker, RateLimiter
 from .settings import Settings
 from .token import AppTokenManager
 
@@ -58,6 +61,8 @@ class HelixClient:
         *,
         max_retries: int = 4,
         max_rate_limit_wait_s: float = 70.0,
+        limiter: RateLimiter | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
@@ -65,7 +70,10 @@ class HelixClient:
         self._base = settings.helix_url.rstrip("/")
         self._max_retries = max_retries
         self._max_rate_limit_wait_s = max_rate_limit_wait_s
+        self.limiter = limiter
+        self.breaker = breaker or CircuitBreaker(cooldown_s=settings.scaled(30.0))
         self.ratelimit = RateLimitState()
+        self.rate_limited_429 = 0
         self.consecutive_failures = 0
         self.last_total_cost = 0
         self.max_total_cost = 0
@@ -174,9 +182,14 @@ class HelixClient:
         while True:
             attempt += 1
             token = await self._tokens.get()
+            self.breaker.before_call(method, path)
+            if self.limiter is not None:
+                await self.limiter.acquire()
             try:
                 status, headers, body = await self._send(method, path, token, params, data)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                await self._observe(None)
+                self.breaker.record_failure()
                 if attempt > self._max_retries:
                     self.consecutive_failures += 1
                     raise ServerError(0, f"network error: {exc}", method=method, path=path) from exc
@@ -184,7 +197,13 @@ class HelixClient:
                 await asyncio.sleep(backoff.next_delay())
                 continue
             self._read_ratelimit(headers)
+            real_rate_limit = status == 429 and self.ratelimit.remaining == 0
+            await self._observe(headers, rate_limited=real_rate_limit)
             HELIX_CALLS.labels(f"{method} {path}", str(status)).inc()
+            if status >= 500:
+                self.breaker.record_failure()
+            else:
+                self.breaker.record_success()
             if status < 300:
                 self.consecutive_failures = 0
                 return body
@@ -194,7 +213,8 @@ class HelixClient:
                 log.info("Helix %s %s answered 401; renewing the app token once", method, path)
                 await self._tokens.invalidate(token)
                 continue
-            if status == 429 and self.ratelimit.remaining == 0:
+            if real_rate_limit:
+                self.rate_limited_429 += 1
                 wait_s = max(0.05, self.ratelimit.reset_at_s - time.time()) + 0.05
                 if rate_limit_waited_s + wait_s > self._max_rate_limit_wait_s:
                     raise RateLimited(status, message, method=method, path=path, reset_at_s=self.ratelimit.reset_at_s)
@@ -209,6 +229,10 @@ class HelixClient:
             if status >= 500 or status == 401:
                 self.consecutive_failures += 1
             raise _classify(status, message, method, path)
+
+    async def _observe(self, headers, *, rate_limited: bool = False) -> None:
+        if self.limiter is not None:
+            await self.limiter.observe(headers, rate_limited=rate_limited)
 
     async def _send(self, method, path, token, params, data) -> tuple[int, Any, bytes]:
         headers = {
@@ -247,6 +271,9 @@ def _classify(status: int, message: str, method: str, path: str) -> HelixError:
         return Conflict(status, message, method=method, path=path)
     if status == 429:
         # Remaining was not 0, so this is a limit (conduit count, cost, same type and condition).
+        # Twitch documents no error code for the cost limit, so its message is the only sign.
+        if "cost" in message.lower():
+            return CostLimitReached(status, message, method=method, path=path)
         return LimitReached(status, message, method=method, path=path)
     if status == 404 and path.startswith("/eventsub/conduits"):
         return ConduitNotFound(status, message or "conduit not found", method=method, path=path)

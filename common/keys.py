@@ -35,6 +35,11 @@ class Keys:
         self.workers_channel = f"{prefix}workers:changed"
         self.shard_disabled_channel = f"{prefix}shard-disabled"
         self.resize_channel = f"{prefix}conduit:resize"
+        self.ratelimit = f"{prefix}ratelimit"
+        self.reconcile = f"{prefix}reconcile"
+        self.entry_states = f"{prefix}subscription-states"
+        self.user_token = f"{prefix}token:user"
+        self.user_token_lock = f"{prefix}token:user:lock"
 
     def worker_info(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
@@ -126,4 +131,55 @@ for first = last_pair + 1, #ARGV, 2000 do
 end
 if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
 return pairs_count
+"""
+
+# The fleet's shared Helix rate budget, a token bucket in the hash KEYS[1] with the fields `limit`
+# (points per Twitch minute), `tokens`, `updated_ms`, `acquired` and `observed`. Time comes from
+# Redis TIME, so every process refills the same bucket with the same clock.
+_BUCKET_REFILL = """
+local now_parts = redis.call('TIME')
+local now_ms = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local stored = redis.call('HMGET', KEYS[1], 'limit', 'tokens', 'updated_ms', 'acquired', 'observed')
+local limit = tonumber(stored[1]) or tonumber(ARGV[1])
+local tokens = tonumber(stored[2]) or 0
+local updated_ms = tonumber(stored[3]) or now_ms
+local acquired = tonumber(stored[4]) or 0
+local observed = tonumber(stored[5]) or 0
+local per_ms = limit / tonumber(ARGV[2])
+tokens = math.min(limit, tokens + math.max(0, now_ms - updated_ms) * per_ms)
+"""
+
+# ARGV: default limit, real ms per Twitch minute, points.
+# Reserves the points at once, so the bucket may go below 0, and returns the ms the caller must
+# wait before sending: callers queue in order instead of polling.
+RATE_ACQUIRE = _BUCKET_REFILL + """
+local points = tonumber(ARGV[3])
+tokens = tokens - points
+local wait_ms = 0
+if tokens < 0 then wait_ms = math.ceil(-tokens / per_ms) end
+redis.call('HSET', KEYS[1], 'limit', limit, 'tokens', tostring(tokens), 'updated_ms', now_ms,
+           'acquired', acquired + points)
+return wait_ms
+"""
+
+# ARGV: default limit, real ms per Twitch minute, header limit ('' when absent), header remaining
+# ('' when the call got no answer), header reset (Unix s), safety margin (points), 1 for a real 429.
+# The server's `remaining` caps the bucket (minus the margin). It also raises a bucket that fell
+# behind, but only to what is left after the calls sent and not yet answered (`acquired - observed`).
+RATE_OBSERVE = _BUCKET_REFILL + """
+observed = observed + 1
+if ARGV[3] ~= '' then limit = tonumber(ARGV[3]) end
+if ARGV[4] ~= '' then
+  local ceiling = tonumber(ARGV[4]) - tonumber(ARGV[6])
+  local in_flight = math.max(0, acquired - observed)
+  if tokens > ceiling then
+    tokens = ceiling
+  elseif tokens < ceiling - in_flight then
+    tokens = ceiling - in_flight
+  end
+  redis.call('HSET', KEYS[1], 'remaining', ARGV[4], 'reset_at_s', ARGV[5], 'observed_at_ms', now_ms)
+end
+if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[1], 'throttled', 1) end
+redis.call('HSET', KEYS[1], 'limit', limit, 'tokens', tostring(tokens), 'updated_ms', now_ms, 'observed', observed)
+return 1
 """

@@ -101,6 +101,8 @@ class Settings:
     key_prefix: str = _field("CF_KEY_PREFIX", "cf:", "Prefix of every Redis key the fleet writes.")
     client_id: str = _field("TWITCH_CLIENT_ID", "", "Twitch application client id.")
     client_secret: str = _field("TWITCH_CLIENT_SECRET", "", "Twitch application client secret (never logged).")
+    user_access_token: str = _field("TWITCH_USER_ACCESS_TOKEN", "", "User access token for the WebSocket transport; used only until a refreshed one is stored in Redis (never logged).")
+    user_refresh_token: str = _field("TWITCH_USER_REFRESH_TOKEN", "", "Refresh token of TWITCH_USER_ACCESS_TOKEN (never logged).")
     helix_url: str = _field("CF_HELIX_URL", TWITCH_HELIX_URL, "Helix API base URL.", check=_url)
     oauth_url: str = _field("CF_OAUTH_URL", TWITCH_OAUTH_URL, "OAuth base URL (token, validate, revoke).", check=_url)
     eventsub_ws_url: str = _field("CF_EVENTSUB_WS_URL", TWITCH_EVENTSUB_WS_URL, "EventSub WebSocket URL.", check=_url)
@@ -119,6 +121,7 @@ class Settings:
     shard_health_poll_s: float = _field("CF_SHARD_HEALTH_POLL_S", 60.0, "Interval between Get Conduit Shards polls.", check=_positive)
     reconcile_interval_s: float = _field("CF_RECONCILE_INTERVAL_S", 300.0, "Interval between full subscription reconciliations.", check=_positive)
     reconcile_concurrency: int = _field("CF_RECONCILE_CONCURRENCY", 8, "Create Subscription calls in flight at once.", check=_positive)
+    subscriptions_per_shard: int = _field("CF_SUBSCRIPTIONS_PER_SHARD", 1000, "The reconciler grows the conduit to one shard per this many desired subscriptions (up to 20,000 shards); 0 turns it off.", check=_non_negative)
     stats_interval_s: float = _field("CF_STATS_INTERVAL_S", 5.0, "Interval between ConduitStats updates.", check=_positive)
     planned_capacity: int = _field("CF_PLANNED_CAPACITY", 100_000, "Subscriptions the operators plan for; used for the usage percentage.", check=_positive)
     default_event_types: str = _field("CF_DEFAULT_EVENT_TYPES", DEFAULT_EVENT_TYPES, "Event types (type:version, comma-separated) for channels that name none.", check=_event_types)
@@ -201,7 +204,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Return the settings as a dict with secrets replaced, safe to log or show."""
         shown = dataclasses.asdict(self)
-        for name in ("client_secret", "api_token", "alert_webhook_url"):
+        for name in ("client_secret", "api_token", "alert_webhook_url", "user_access_token", "user_refresh_token"):
             if shown[name]:
                 shown[name] = "***"
         return shown

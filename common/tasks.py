@@ -32,11 +32,13 @@ async def cancel_and_wait(tasks, timeout_s: float = 5.0) -> None:
     A cancellation that arrives inside a client library's own timeout handling can be swallowed,
     and the task then runs on; shutdown must not hang on such a task.
     """
-    tasks = [task for task in tasks if task is not None]
-    for task in tasks:
-        task.cancel()
-    if not tasks:
-        return
-    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    pending = {task for task in tasks if task is not None}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while pending and loop.time() < deadline:
+        # Cancel again whatever lost its cancellation (seen after a SIGSTOP of the coordinator).
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(1.0, max(0.0, deadline - loop.time())))
     for task in pending:
         log.warning("task %r did not stop within %.1f s of its cancellation", task.get_name(), timeout_s)

@@ -19,6 +19,7 @@ from arq.connections import RedisSettings
 from common.errors import FleetError
 from common.helix import HelixClient
 from common.keys import Keys
+from common.ratelimit import RateLimiter
 from common.redisconn import control_redis, events_redis
 from common.settings import Settings
 from common.tasks import cancel_and_wait
@@ -60,8 +61,9 @@ class Coordinator:
         self.webhook = WebhookNotifier(settings.alert_webhook_url, self.http) if settings.alert_webhook_url else None
         if self.webhook is not None:
             self.webhook.start()
-        self.tokens = AppTokenManager(settings, self.redis, self.http)
-        self.helix = HelixClient(settings, self.tokens, self.http)
+        self.tokens = AppTokenManager(settings, self.redis, self.http, alerts=Alerts(self.redis, self.keys, self.webhook))
+        self.limiter = RateLimiter(self.redis, self.keys, time_scale=settings.time_scale)
+        self.helix = HelixClient(settings, self.tokens, self.http, limiter=self.limiter)
         self.lease = LeaderLease(settings, self.redis, self.owner_id)
         app = create_api(settings, self.redis, self.status)
         self._runner = web.AppRunner(app, access_log=None)
@@ -110,7 +112,7 @@ class Coordinator:
             await self._adopt_conduit()
             self.alerts = Alerts(self.redis, self.keys, self.webhook)
             self.assignment = AssignmentLoop(settings, self.redis, fence, self.conduit.shard_count)
-            self.reconciler = Reconciler(settings, self.redis, self.helix, self.conduit)
+            self.reconciler = Reconciler(settings, self.redis, self.helix, self.conduit, self.alerts)
             self.batcher = BindBatcher(settings, self.redis, self.helix, self.conduit, fence)
             self.health = ShardHealth(settings, self.redis, self.helix, self.conduit, fence)
             self.stats = StatsPublisher(settings, self.redis, self.conduit, self.reconciler)

@@ -115,11 +115,14 @@ def _helix_fault(body: dict[str, Any]) -> HelixFault:
     if not isinstance(path, str) or not (path.startswith("/") or path == "*"):
         raise HelixError(400, "missing path: expected the Helix path without /helix, e.g. \"/eventsub/conduits/shards\", "
                               "or \"*\" for every path")
-    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
-        raise HelixError(400, f"invalid status {status!r}: expected an integer 400..599")
     fault_body = body.get("body")
     if fault_body is not None and not isinstance(fault_body, dict):
         raise HelixError(400, "body must be a JSON object")
+    # A canned 200 lets a test serve a page Twitch could send but the emulator never makes,
+    # for example a subscription with a status no client knows yet.
+    canned_success = status == 200 and fault_body is not None
+    if isinstance(status, bool) or not isinstance(status, int) or not (400 <= status <= 599 or canned_success):
+        raise HelixError(400, f"invalid status {status!r}: expected an integer 400..599, or 200 with a body")
     message = body.get("message")
     if message is not None and not isinstance(message, str):
         raise HelixError(400, "message must be a string")

@@ -125,6 +125,7 @@ async def _handle(
         return error_response(401, "Invalid OAuth token"), None
     request[TOKEN_KEY] = token
     if bucket is None or not bucket.try_take():
+        state.counters.rate_limited += 1
         return error_response(429, "rate limit exceeded"), None
     fault = faults.take_helix(request.method, path)
     if fault is not None:

@@ -72,11 +72,17 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     value = request.query.get(name) if name else None
     after_seq = decode_cursor(request.query.get("after"))
 
-    owned = [s for s in state.subscriptions.values() if state.owned_by(s, token.client_id, token.user_id)]
-    matching = [s for s in owned if s.seq > after_seq and _matches(s, name, value)]
-    page = matching[: state.settings.page_size]
+    page: list[Subscription] = []
+    more = False
+    for subscription in state.subscriptions_after(after_seq):
+        if not state.owned_by(subscription, token.client_id, token.user_id) or not _matches(subscription, name, value):
+            continue
+        if len(page) == state.settings.page_size:
+            more = True
+            break
+        page.append(subscription)
     pagination: dict[str, str] = {}
-    if len(matching) > len(page):
+    if more:
         pagination["cursor"] = encode_cursor(page[-1].seq)
     total, total_cost = state.total_cost(token.client_id, token.user_id)
     return json_response({

@@ -20,6 +20,7 @@ class Counters:
         self.dropped_disabled = 0
         self.overlap_resent = 0
         self.revocations_sent = 0
+        self.rate_limited = 0
         self.per_shard_delivered: collections.Counter[str] = collections.Counter()
         self.per_shard_dropped: collections.Counter[str] = collections.Counter()
         self.helix_calls: collections.Counter[str] = collections.Counter()
@@ -43,6 +44,7 @@ class Counters:
             "dropped_disabled": self.dropped_disabled,
             "overlap_resent": self.overlap_resent,
             "revocations_sent": self.revocations_sent,
+            "rate_limited": self.rate_limited,
             "per_shard": per_shard,
             "helix_calls": dict(self.helix_calls),
             "sessions_open": sessions_open,

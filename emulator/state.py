@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import logging
 import random
@@ -51,6 +52,14 @@ class EmulatorState:
         self.sent_log = SentLog()
         self.delivery_log = DeliveryLog()
         self._next_seq = 0
+        # Indexes that keep Create and Get Subscriptions O(1) and O(page) at 100,000 subscriptions:
+        # enabled count and cost per owner, enabled count per owner, type and condition, and the
+        # creation order (seq) for cursors.
+        self._enabled_count: collections.Counter[tuple[Any, ...]] = collections.Counter()
+        self._enabled_cost: collections.Counter[tuple[Any, ...]] = collections.Counter()
+        self._same_condition: collections.Counter[tuple[Any, ...]] = collections.Counter()
+        self._seq_order: list[int] = []
+        self._id_by_seq: dict[int, str] = {}
 
     # Tokens
 
@@ -170,6 +179,9 @@ class EmulatorState:
         )
         self.subscriptions[subscription.id] = subscription
         self.conflicts[subscription.conflict_key()] = subscription.id
+        self._seq_order.append(subscription.seq)
+        self._id_by_seq[subscription.seq] = subscription.id
+        self._track_enabled(subscription, 1)
         if subscription.session_id is not None:
             self.subscriptions_by_session[subscription.session_id].add(subscription.id)
         return subscription
@@ -179,6 +191,10 @@ class EmulatorState:
         return self.subscriptions.get(subscription_id) if subscription_id else None
 
     def set_subscription_status(self, subscription: Subscription, status: str) -> None:
+        if subscription.status == ENABLED and status != ENABLED:
+            self._track_enabled(subscription, -1)
+        elif subscription.status != ENABLED and status == ENABLED:
+            self._track_enabled(subscription, 1)
         subscription.status = status
         if status != ENABLED:
             self.conflicts.pop(subscription.conflict_key(), None)
@@ -186,6 +202,9 @@ class EmulatorState:
 
     def delete_subscription(self, subscription: Subscription) -> None:
         del self.subscriptions[subscription.id]
+        del self._id_by_seq[subscription.seq]
+        if subscription.status == ENABLED:
+            self._track_enabled(subscription, -1)
         key = subscription.conflict_key()
         if self.conflicts.get(key) == subscription.id:
             del self.conflicts[key]
@@ -206,13 +225,29 @@ class EmulatorState:
 
     def total_cost(self, client_id: str, user_id: str | None = None) -> tuple[int, int]:
         """Return (count, cost) of the enabled subscriptions of the client (and user, for user tokens)."""
-        count = 0
-        cost = 0
-        for subscription in self.subscriptions.values():
-            if subscription.status == ENABLED and self.owned_by(subscription, client_id, user_id):
-                count += 1
-                cost += subscription.cost
-        return count, cost
+        owner = (client_id, user_id)
+        return self._enabled_count[owner], self._enabled_cost[owner]
+
+    def same_condition_count(self, client_id: str, user_id: str | None, sub_type: str,
+                             condition: dict[str, str]) -> int:
+        """Return how many enabled subscriptions of the owner have this type and condition, any version."""
+        return self._same_condition[(client_id, user_id, sub_type, tuple(sorted(condition.items())))]
+
+    def subscriptions_after(self, after_seq: int):
+        """Yield the subscriptions created after ``after_seq``, oldest first."""
+        if len(self._seq_order) > 1000 and len(self._id_by_seq) < len(self._seq_order) // 2:
+            self._seq_order = [seq for seq in self._seq_order if seq in self._id_by_seq]
+        for index in range(bisect.bisect_right(self._seq_order, after_seq), len(self._seq_order)):
+            subscription_id = self._id_by_seq.get(self._seq_order[index])
+            if subscription_id is not None:
+                yield self.subscriptions[subscription_id]
+
+    def _track_enabled(self, subscription: Subscription, sign: int) -> None:
+        owner = (subscription.client_id, subscription.user_id)
+        self._enabled_count[owner] += sign
+        self._enabled_cost[owner] += sign * subscription.cost
+        same = (*owner, subscription.type, tuple(sorted(subscription.condition.items())))
+        self._same_condition[same] += sign
 
     def session_subscriptions(self, session_id: str, enabled_only: bool = True) -> list[Subscription]:
         subscriptions = (self.subscriptions.get(sid) for sid in self.subscriptions_by_session.get(session_id, ()))

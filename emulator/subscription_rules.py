@@ -177,15 +177,8 @@ def check_limits(state: EmulatorState, checked: CheckedRequest, token: Token, co
 def _check_same_condition(state: EmulatorState, checked: CheckedRequest, token: Token) -> None:
     # Twitch answers 429 with this message once the same type and condition exist too
     # often. The count is not documented, so max_same_type_condition sets it.
-    same = [
-        subscription
-        for subscription in state.subscriptions.values()
-        if subscription.status == ENABLED
-        and state.owned_by(subscription, token.client_id, token.user_id)
-        and subscription.type == checked.sub_type
-        and subscription.condition == checked.condition
-    ]
-    if len(same) >= state.settings.max_same_type_condition:
+    same = state.same_condition_count(token.client_id, token.user_id, checked.sub_type, checked.condition)
+    if same >= state.settings.max_same_type_condition:
         raise HelixError(429, SAME_CONDITION_MESSAGE)
 
 

@@ -57,8 +57,8 @@ class Fleet:
                                 # Under load on a shared 2-core machine a keepalive can be a second late.
                                 "CF_KEEPALIVE_GRACE": str(KEEPALIVE_GRACE), **self.extra_env, **extra})
 
-    async def start_emulator(self) -> None:
-        env = emulator_env(port=self.emulator_port, time_scale=self.time_scale)
+    async def start_emulator(self, **extra_env: str) -> None:
+        env = emulator_env(port=self.emulator_port, time_scale=self.time_scale, extra=extra_env)
         self.processes["emulator"] = ManagedProcess(
             "emulator", python_module("common.cli", "emulator"), env, self.tmp_path).start()
         await asyncio.to_thread(wait_for_port, self.emulator_port)

@@ -1,6 +1,7 @@
 import pytest
 
 from tests.fleet import Fleet
+from tests.unit.conftest import http, start_emulator  # noqa: F401  (in-process emulator fixtures)
 
 
 @pytest.fixture
