@@ -28,7 +28,6 @@ class Keys:
         self.alerts = f"{prefix}alerts"
         self.alerts_active = f"{prefix}alerts:active"
         self.history = f"{prefix}history"
-        self.subscription_failures = f"{prefix}subscriptions:failures"
         self.arq_queue = f"{prefix}arq:queue"
         self.assignment_channel = f"{prefix}assignment:changed"
         self.channels_channel = f"{prefix}channels:changed"

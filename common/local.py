@@ -84,11 +84,12 @@ class ManagedProcess:
         if self.alive():
             self.process.send_signal(sig)
 
-    def stop(self, timeout_s: float = 10.0, sig: int = signal.SIGTERM) -> int | None:
+    def stop(self, timeout_s: float = 10.0, sig: int | None = None) -> int | None:
+        """Send `sig` (SIGTERM by default), wait up to `timeout_s`, then SIGKILL; return the exit code."""
         if self.process is None:
             return None
         if self.alive():
-            self.process.send_signal(sig)
+            self.process.send_signal(sig or signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:

@@ -2,7 +2,7 @@
 
 Every `CF_ALERT_INTERVAL_S` it samples the stream counters into the `cf:history` ring (one hour of
 samples) and gathers an `Observation` for `AlertRules`. It applies the resulting changes to `Alerts`,
-copies the reconciler's creation failures to Redis for the API, and sets the coordinator's gauges.
+and sets the coordinator's gauges.
 """
 
 from __future__ import annotations
@@ -97,7 +97,6 @@ class Monitor:
         self.rules: AlertRules | None = None
         self._lost_seen = 0
         self._first_seen_down_ms: dict[str, int] = {}
-        self._failures_written: dict[str, str] | None = None
         self._subscription_gauges_at_s: float | None = None
         self._shard_statuses: collections.Counter[str] = collections.Counter()
         # Right after an election on a fresh conduit no shard is bound yet, so the shard rules wait until
@@ -126,7 +125,6 @@ class Monitor:
                 await self._alerts.fire(change.name, change.severity, change.message, change.value, change.message_ja)
             else:
                 await self._alerts.resolve(change.name, change.message, change.message_ja)
-        await self._store_failures()
         self._set_gauges(sample, observation)
         await self._maybe_set_subscription_gauges()
 
@@ -173,17 +171,6 @@ class Monitor:
             first_seen_ms = self._first_seen_down_ms.setdefault(shard, now_ms)
             down[shard] = state.changed_at_ms if state is not None and state.changed_at_ms else first_seen_ms
         return down
-
-    async def _store_failures(self) -> None:
-        failures = dict(self._reconciler.failures)
-        if failures == self._failures_written:
-            return
-        pipe = self._client.pipeline(transaction=True)
-        pipe.delete(self._keys.subscription_failures)
-        if failures:
-            pipe.hset(self._keys.subscription_failures, mapping=failures)
-        await pipe.execute()
-        self._failures_written = failures
 
     def _set_gauges(self, sample: dict, observation: Observation) -> None:
         for partition, length in enumerate(sample["partition_lengths"]):

@@ -195,6 +195,9 @@ class Reconciler:
 
         progress.state = "creating"
         await progress.flush(force_log=bool(plan.missing))
+        # Store what exists now, so stats and the API count it during a long creation pass; each
+        # created subscription is added as it is confirmed.
+        await self._store(plan.seen)
         pass_ = _CreationPass(self, plan, conduit_id, report)
         try:
             await pass_.run()
@@ -420,6 +423,7 @@ class _CreationPass:
             report.exists += 1
         else:
             plan.seen[key] = sub
+            await self._record_created(sub)
             progress.add("created")
             report.created += 1
             # Responses arrive out of order, but total cost only grows while a pass creates.
@@ -428,6 +432,12 @@ class _CreationPass:
             if self._helix.max_total_cost and self._helix.last_total_cost >= self._helix.max_total_cost:
                 self._cost_spent = True
         plan.record(key, None)
+
+    async def _record_created(self, sub: Subscription) -> None:
+        try:
+            await self._reconciler._client.hset(self._reconciler._keys.subscriptions, sub.id, msgspec.json.encode(sub))
+        except (RedisError, OSError) as exc:
+            log.warning("could not record subscription %s: %s", sub.id, exc)
 
     def _failed(self, key: str, type_: str, version: str, condition: dict[str, str], reason: str, alert: str) -> None:
         log.warning("creating %s v%s for %s failed, not retrying: %s", type_, version, condition, reason)

@@ -13,14 +13,13 @@ import msgspec
 import redis.asyncio as redis
 import redis.exceptions
 from aiohttp import web
-from arq import Worker as ArqWorker, create_pool
-from arq.connections import RedisSettings
+from arq import Worker as ArqWorker
 
 from common.errors import FleetError
 from common.helix import HelixClient
 from common.keys import Keys
 from common.ratelimit import RateLimiter
-from common.redisconn import control_redis, events_redis
+from common.redisconn import arq_redis, control_redis, events_redis
 from common.settings import Settings
 from common.tasks import cancel_and_wait
 from common.token import AppTokenManager
@@ -123,7 +122,7 @@ class Coordinator:
             if self.conduit.lost_at_adoption:
                 await self._conduit_replaced(self.conduit.lost_at_adoption, self.conduit.conduit_id)
             # arq's Worker.close() closes its pool, so each term of leadership gets its own.
-            arq_pool = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
+            arq_pool = arq_redis(settings, self.keys.arq_queue)
             self._arq_worker = ArqWorker(
                 functions=[bind_shard], redis_pool=arq_pool, queue_name=self.keys.arq_queue,
                 handle_signals=False, max_jobs=2000, poll_delay=0.02, job_timeout=30, keep_result=60,

@@ -11,7 +11,10 @@ import redis.asyncio as redis
 from aiohttp import web
 
 from common.alerts import read_alerts
-from common.channels import ChannelError, ChannelStore, make_channel
+from common.channels import (
+    BLOCKED_BY_COST, FAILED, NEEDS_RECONSENT, VERSION_REMOVED, ChannelError, ChannelStore, EntryStateStore,
+    make_channel,
+)
 from common.keys import Keys
 from common.models import NEEDS_HUMAN_STATUSES, ShardState, Subscription
 from common.settings import Settings
@@ -40,17 +43,6 @@ def _int_query(request: web.Request, name: str, default: int, maximum: int) -> i
         raise web.HTTPBadRequest(text=orjson.dumps({"error": f"invalid {name}={raw!r}: expected a whole number"}).decode(),
                                  content_type="application/json")
     return min(int(raw), maximum)
-
-
-def parse_identity(identity: str) -> dict:
-    """Split a reconciler identity `type|version|{condition}` into its parts."""
-    type_, _, rest = identity.partition("|")
-    version, _, condition = rest.partition("|")
-    try:
-        parsed = orjson.loads(condition) if condition else {}
-    except orjson.JSONDecodeError:
-        parsed = {"raw": condition}
-    return {"type": type_, "version": version, "condition": parsed}
 
 
 def channels_from_body(body) -> list:
@@ -165,8 +157,16 @@ class ApiViews:
             if sub.status in NEEDS_HUMAN_STATUSES:
                 needs_reconsent.append({"id": sub.id, "type": sub.type, "version": sub.version,
                                         "condition": sub.condition, "reason": sub.status})
-        failed = [{**parse_identity(identity.decode()), "reason": reason.decode(errors="replace")}
-                  for identity, reason in (await self._client.hgetall(self._keys.subscription_failures)).items()]
+        # The reconciler records why a desired subscription is missing: failed, blocked by cost, or
+        # waiting for the broadcaster's consent again (the dead subscription itself is deleted).
+        failed = []
+        for state in (await EntryStateStore(self._client, self._keys).load()).values():
+            row = {"type": state.type, "version": state.version, "condition": state.condition,
+                   "reason": state.reason, "state": state.state}
+            if state.state in (NEEDS_RECONSENT, VERSION_REMOVED):
+                needs_reconsent.append({"id": state.subscription_id, **row})
+            elif state.state in (FAILED, BLOCKED_BY_COST):
+                failed.append(row)
         summary = {
             "total": total, "by_status": dict(by_status), "by_type": dict(by_type),
             "failed_total": len(failed), "needs_reconsent_total": len(needs_reconsent),

@@ -21,6 +21,7 @@ from common.settings import Settings
 log = logging.getLogger(__name__)
 
 BIND_JOB = "bind_shard"
+ENQUEUE_CONCURRENCY = 32
 _result_decoder = msgspec.json.Decoder(BindResult)
 
 
@@ -33,6 +34,9 @@ class BindClient:
         self._worker_id = worker_id
         self._keys = Keys(settings.key_prefix)
         self._waiting: dict[tuple[str, str], asyncio.Future[BindResult]] = {}
+        # arq enqueues each job in a WATCH transaction on a connection of its own, so a cold start
+        # of hundreds of shards would exhaust the pool ("Too many connections") without a cap.
+        self._enqueue_slots = asyncio.Semaphore(ENQUEUE_CONCURRENCY)
         self.epoch = 0
 
     def on_result(self, data: bytes) -> None:
@@ -56,12 +60,13 @@ class BindClient:
         timeout_s = self._settings.scaled(self._settings.bind_deadline_s)
         try:
             try:
-                job = await self._arq.enqueue_job(
-                    BIND_JOB, shard_id, session_id, self._worker_id, self.epoch,
-                    _job_id=f"bind:{shard_id}:{uuid.uuid4().hex}",
-                    _queue_name=self._keys.arq_queue,
-                    _expires=timeout_s,
-                )
+                async with self._enqueue_slots:
+                    job = await self._arq.enqueue_job(
+                        BIND_JOB, shard_id, session_id, self._worker_id, self.epoch,
+                        _job_id=f"bind:{shard_id}:{uuid.uuid4().hex}",
+                        _queue_name=self._keys.arq_queue,
+                        _expires=timeout_s,
+                    )
             except (redis.exceptions.RedisError, OSError) as exc:
                 return BindResult(shard_id, session_id, ok=False, error=f"enqueueing the bind job failed: {exc}")
             try:

@@ -16,13 +16,11 @@ import time
 import aiohttp
 import redis.asyncio as redis
 import redis.exceptions
-from arq import create_pool
-from arq.connections import RedisSettings
 
 from common.alerts import Alerts
 from common.keys import Keys
 from common.log import ContextAdapter
-from common.redisconn import control_redis, events_redis
+from common.redisconn import arq_redis, control_redis, events_redis
 from common.settings import Settings
 from common.tasks import cancel_and_wait, spawn
 from . import metrics
@@ -91,7 +89,7 @@ class ShardWorker:
         self.redis = control_redis(settings)
         self.events = events_redis(settings)
         self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        self.arq = await create_pool(RedisSettings.from_dsn(settings.redis_url), default_queue_name=self.keys.arq_queue)
+        self.arq = arq_redis(settings, self.keys.arq_queue)
         self.publisher = Publisher(settings, self.events)
         self.publisher.on_lost = self._report_lost_events
         self.publisher.start()

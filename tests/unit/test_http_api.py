@@ -8,6 +8,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from common.channels import EntryState, EntryStateStore
 from common.keys import Keys
 from common.models import Subscription
 from common.settings import Settings
@@ -135,8 +136,11 @@ async def test_subscriptions_summary(api, http, redis_client):
         Subscription("s3", "channel.update", "2", {"broadcaster_user_id": "1"}),
     ]
     await redis_client.hset(keys.subscriptions, mapping={sub.id: encoder.encode(sub) for sub in subs})
-    await redis_client.hset(keys.subscription_failures,
-                            'channel.chat.message|1|{"broadcaster_user_id":"3","user_id":"3"}', "subscription missing proper authorization")
+    await EntryStateStore(redis_client, keys).save({
+        'channel.chat.message|1|{"broadcaster_user_id":"3","user_id":"3"}': EntryState(
+            state="failed", reason="subscription missing proper authorization", type="channel.chat.message",
+            version="1", condition={"broadcaster_user_id": "3", "user_id": "3"}),
+    })
     base = await api()
 
     status, body = await request(http, "GET", f"{base}/api/subscriptions")
@@ -149,7 +153,7 @@ async def test_subscriptions_summary(api, http, redis_client):
                                         "condition": {"broadcaster_user_id": "2"}, "reason": "authorization_revoked"}]
     assert body["failed"] == [{"type": "channel.chat.message", "version": "1",
                                "condition": {"broadcaster_user_id": "3", "user_id": "3"},
-                               "reason": "subscription missing proper authorization"}]
+                               "reason": "subscription missing proper authorization", "state": "failed"}]
 
 
 async def test_empty_views(api, http):
