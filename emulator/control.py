@@ -13,6 +13,7 @@ from .appkeys import FAULTS_KEY, MANAGER_KEY, ROUTER_KEY, STATE_KEY
 from .control_input import optional_int, selection, string_list
 from .faults import HelixFault, ShardErrorFault
 from .helix_base import HelixError, error_response, json_response, read_json_object
+from .models import ENABLED
 
 logger = logging.getLogger(__name__)
 
@@ -181,18 +182,22 @@ async def revoke_subscriptions(request: web.Request) -> web.Response:
     status = body.get("status", "authorization_revoked")
     if status not in REVOCATION_STATUSES:
         raise HelixError(400, f"invalid status {status!r}: expected one of {', '.join(REVOCATION_STATUSES)}")
-    revoked, sent, not_found = [], [], []
+    revoked, sent, not_found, not_enabled = [], [], [], []
     for subscription_id in subscription_ids:
         subscription = state.subscriptions.get(subscription_id)
         if subscription is None:
             not_found.append(subscription_id)
+            continue
+        # Twitch sends a revocation once; a subscription already out of `enabled` keeps its status.
+        if subscription.status != ENABLED:
+            not_enabled.append(subscription_id)
             continue
         state.set_subscription_status(subscription, status)
         revoked.append(subscription_id)
         if await router.revoke(subscription):
             sent.append(subscription_id)
     logger.info("revoked %d subscriptions with status %s", len(revoked), status)
-    return json_response({"revoked": revoked, "frames_sent": sent, "not_found": not_found})
+    return json_response({"revoked": revoked, "frames_sent": sent, "not_found": not_found, "not_enabled": not_enabled})
 
 
 async def authorize_users(request: web.Request) -> web.Response:

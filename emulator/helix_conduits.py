@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -136,6 +137,13 @@ def _validate_webhook(shard_id: str, transport: dict[str, Any]) -> None:
     callback = transport.get("callback")
     if not isinstance(callback, str) or not callback.startswith("https://"):
         raise HelixError(400, f"shard {shard_id}: webhook callback must be an https:// URL")
+    # The API reference requires HTTPS on port 443 for the callback.
+    try:
+        port = urllib.parse.urlsplit(callback).port
+    except ValueError:
+        raise HelixError(400, f"shard {shard_id}: invalid webhook callback {callback!r}") from None
+    if port not in (None, 443):
+        raise HelixError(400, f"shard {shard_id}: webhook callback must use port 443, got {port}")
     secret = transport.get("secret")
     low, high = WEBHOOK_SECRET_LENGTH
     if not isinstance(secret, str) or not low <= len(secret) <= high:

@@ -29,7 +29,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     state = _state(request)
     body = await read_json_object(request)
     checked = rules.check_request(state, body, token)
-    rules.check_authorization(state, checked)
+    rules.check_authorization(state, checked, token)
     cost = rules.cost_of(state, checked, token)
     rules.check_limits(state, checked, token, cost)
 

@@ -23,11 +23,15 @@ AUTHORIZATION_KEYS = ("broadcaster_user_id", "moderator_user_id", "user_id")
 
 @dataclasses.dataclass(frozen=True)
 class SubscriptionSpec:
-    """Condition keys of one type and version; ``user_authorized`` types cost 0."""
+    """Condition keys of one type and version; ``user_authorized`` types cost 0.
+
+    ``app_token_only`` types reject user access tokens, and so the WebSocket transport.
+    """
 
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
     user_authorized: bool = False
+    app_token_only: bool = False
 
 
 SPECS: dict[tuple[str, str], SubscriptionSpec] = {
@@ -37,7 +41,9 @@ SPECS: dict[tuple[str, str], SubscriptionSpec] = {
     ("channel.follow", "2"): SubscriptionSpec(("broadcaster_user_id", "moderator_user_id"), user_authorized=True),
     ("channel.chat.message", "1"): SubscriptionSpec(("broadcaster_user_id", "user_id"), user_authorized=True),
     ("channel.subscribe", "1"): SubscriptionSpec(("broadcaster_user_id",), user_authorized=True),
-    ("conduit.shard.disabled", "1"): SubscriptionSpec(("client_id",), ("conduit_id",), user_authorized=True),
+    ("conduit.shard.disabled", "1"): SubscriptionSpec(
+        ("client_id",), ("conduit_id",), user_authorized=True, app_token_only=True,
+    ),
 }
 
 
@@ -136,8 +142,12 @@ def _websocket_transport(state: EmulatorState, transport: dict[str, Any], token:
     return {"method": "websocket", "session_id": session_id, "connected_at": session.connected_at}
 
 
-def check_authorization(state: EmulatorState, checked: CheckedRequest) -> None:
-    """Raise 403 when a user that the type needs has withdrawn the app's authorization."""
+def check_authorization(state: EmulatorState, checked: CheckedRequest, token: Token) -> None:
+    """Raise 403 for a user token on an app-token type, or when a user that the type needs withdrew authorization."""
+    if checked.spec.app_token_only and not token.is_app:
+        # NOTE: Twitch documents that the type needs an app access token, but not the
+        # status of a user-token request. 403 is the emulator's choice.
+        raise HelixError(403, f"subscription type {checked.sub_type} requires an app access token")
     if not checked.spec.user_authorized:
         return
     for key in AUTHORIZATION_KEYS:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,6 +15,25 @@ from emulator import EmulatorSettings
 from emulator.client import EmulatorClient as ControlClient
 
 FAST_SCALE = 0.05
+
+# RFC 3339 UTC with 3, 6 or 9 fractional digits, the forms Twitch sends.
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.(\d{3}|\d{6}|\d{9})Z$")
+
+# Shard statuses of the API reference (Get Conduit Shards).
+SHARD_STATUSES = frozenset({
+    "enabled", "webhook_callback_verification_pending", "webhook_callback_verification_failed",
+    "notification_failures_exceeded", "websocket_disconnected", "websocket_failed_ping_pong",
+    "websocket_received_inbound_traffic", "websocket_internal_error", "websocket_network_timeout",
+    "websocket_network_error", "websocket_failed_to_reconnect",
+})
+# Subscription statuses: every shard status, the reference's own list, and conduit_deleted,
+# which client authors report after a conduit is deleted.
+SUBSCRIPTION_STATUSES = SHARD_STATUSES | {
+    "authorization_revoked", "moderator_removed", "user_removed", "chat_user_banned", "version_removed",
+    "beta_maintenance", "websocket_connection_unused", "conduit_deleted",
+}
+SUBSCRIPTION_KEYS = frozenset({"id", "status", "type", "version", "condition", "created_at", "transport", "cost"})
+RATELIMIT_HEADERS = ("Ratelimit-Limit", "Ratelimit-Remaining", "Ratelimit-Reset")
 
 
 @dataclasses.dataclass
@@ -130,3 +150,110 @@ async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 
 
 
 EmulatorFactory = Callable[..., Awaitable[EmulatorClient]]
+
+
+def session_id_of(welcome: dict[str, Any]) -> str:
+    return welcome["payload"]["session"]["id"]
+
+
+def assert_error_reply(reply: Reply, status: int) -> None:
+    """Check a Helix error: ``status`` and a body of exactly ``error``, ``status`` and ``message``."""
+    assert reply.status == status, reply.body
+    assert set(reply.body) == {"error", "status", "message"}, reply.body
+    assert reply.body["status"] == status
+    assert isinstance(reply.body["error"], str)
+    assert isinstance(reply.body["message"], str)
+    assert reply.body["message"]
+
+
+def ratelimit_values(reply: Reply) -> dict[str, int]:
+    """Return the three ``Ratelimit-*`` headers as integers; fail if one is missing or not a number."""
+    values = {}
+    for name in RATELIMIT_HEADERS:
+        assert name in reply.headers, f"{name} missing"
+        assert reply.headers[name].isdigit(), f"{name}: {reply.headers[name]!r}"
+        values[name] = int(reply.headers[name])
+    return values
+
+
+def assert_conduit_list(body: Any) -> list[dict[str, Any]]:
+    """Check ``{"data": [{"id": str, "shard_count": int}]}`` and return ``data``."""
+    assert set(body) == {"data"}, body
+    assert isinstance(body["data"], list)
+    for conduit in body["data"]:
+        assert set(conduit) == {"id", "shard_count"}, conduit
+        assert isinstance(conduit["id"], str)
+        assert type(conduit["shard_count"]) is int
+    return body["data"]
+
+
+def assert_shard_shape(shard: Any) -> None:
+    """Check one shard: string id, a documented status, and a websocket or webhook transport."""
+    assert set(shard) == {"id", "status", "transport"}, shard
+    assert isinstance(shard["id"], str)
+    assert shard["id"].isdigit()
+    assert shard["status"] in SHARD_STATUSES
+    transport = shard["transport"]
+    if transport["method"] == "webhook":
+        assert set(transport) == {"method", "callback"}, transport
+        assert isinstance(transport["callback"], str)
+        return
+    assert transport["method"] == "websocket"
+    assert set(transport) <= {"method", "session_id", "connected_at", "disconnected_at"}, transport
+    if "session_id" in transport:
+        assert isinstance(transport["session_id"], str)
+        assert TIMESTAMP.match(transport["connected_at"])
+    if "disconnected_at" in transport:
+        assert TIMESTAMP.match(transport["disconnected_at"])
+
+
+def assert_shard_page(body: Any) -> list[dict[str, Any]]:
+    """Check Get Conduit Shards: ``data`` of shards and ``pagination`` with an optional string cursor."""
+    assert set(body) == {"data", "pagination"}, body
+    assert isinstance(body["data"], list)
+    for shard in body["data"]:
+        assert_shard_shape(shard)
+    assert set(body["pagination"]) <= {"cursor"}
+    if "cursor" in body["pagination"]:
+        assert isinstance(body["pagination"]["cursor"], str)
+    return body["data"]
+
+
+def assert_subscription_shape(subscription: Any) -> None:
+    assert set(subscription) == SUBSCRIPTION_KEYS, subscription
+    for key in ("id", "type", "version"):
+        assert isinstance(subscription[key], str), key
+    assert subscription["status"] in SUBSCRIPTION_STATUSES
+    assert isinstance(subscription["condition"], dict)
+    assert all(isinstance(value, str) for value in subscription["condition"].values())
+    assert TIMESTAMP.match(subscription["created_at"])
+    assert isinstance(subscription["transport"], dict)
+    assert subscription["transport"]["method"] in ("conduit", "websocket")
+    assert type(subscription["cost"]) is int
+
+
+def assert_subscription_list(body: Any, paginated: bool) -> list[dict[str, Any]]:
+    """Check a Create or Get EventSub Subscriptions body and return ``data``."""
+    keys = {"data", "total", "total_cost", "max_total_cost"} | ({"pagination"} if paginated else set())
+    assert set(body) == keys, body
+    for key in ("total", "total_cost", "max_total_cost"):
+        assert type(body[key]) is int, key
+    for subscription in body["data"]:
+        assert_subscription_shape(subscription)
+    if paginated:
+        assert set(body["pagination"]) <= {"cursor"}
+    return body["data"]
+
+
+def assert_frame_metadata(frame: Any, message_type: str) -> dict[str, Any]:
+    """Check a WebSocket frame's top level and ``metadata`` keys; return ``metadata``."""
+    assert set(frame) == {"metadata", "payload"}, frame
+    metadata = frame["metadata"]
+    keys = {"message_id", "message_type", "message_timestamp"}
+    if message_type in ("notification", "revocation"):
+        keys |= {"subscription_type", "subscription_version"}
+    assert set(metadata) == keys, metadata
+    assert metadata["message_type"] == message_type
+    assert isinstance(metadata["message_id"], str)
+    assert TIMESTAMP.match(metadata["message_timestamp"])
+    return metadata
