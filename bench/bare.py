@@ -1,4 +1,4 @@
-"""A bare aiohttp EventSub client: it holds conduit shards, receives and decodes, and nothing else.
+"""A bare aiohttp EventSub client that keeps conduit shards bound, receives and decodes, and does nothing else.
 
 It is the receive-side ceiling for the worker: the same aiohttp WebSocket client and the same
 msgspec decoders as the worker (envelope, then notification payload), but no replay guard, no
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 
 import aiohttp
 import msgspec
@@ -19,8 +18,6 @@ import msgspec
 from common.local import DEV_CLIENT_ID, DEV_CLIENT_SECRET
 from common.models import Envelope, NotificationPayload, SessionPayload
 from .counter import CounterWriter
-
-log = logging.getLogger("bench.bare")
 
 _envelope = msgspec.json.Decoder(Envelope)
 _notification = msgspec.json.Decoder(NotificationPayload)
@@ -83,7 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emulator", required=True, help="emulator base URL, http://127.0.0.1:PORT")
     parser.add_argument("--conduit-id", required=True)
-    parser.add_argument("--shards", type=int, required=True, help="shards 0..N-1 to hold")
+    parser.add_argument("--shards", type=int, required=True, help="bind shards 0..N-1")
     parser.add_argument("--counter", type=str, default="", help="counter file shared with the benchmark")
     return parser.parse_args()
 

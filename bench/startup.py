@@ -123,7 +123,11 @@ async def bind_fleet_run(log_dir: Path, shards: int, workers: int) -> dict:
             return state["conduits"][0]["id"] if state["conduits"] else ""
 
         conduit_id, first_seen, done = await _watch_enabled(stack, fleet_conduit, shards, timeout_s=180)
-        return await _bind_report(stack, conduit_id, first_seen, started, done)
+        result = await _bind_report(stack, conduit_id, first_seen, started, done)
+        logs = "".join(stack.processes[f"worker-{index + 1}"].output() for index in range(workers))
+        result["failed_binds_logged"] = logs.count("session failed (bind_failed")
+        result["bind_enqueue_too_many_connections"] = logs.count("enqueueing the bind job failed: Too many connections")
+        return result
     finally:
         await stack.close()
 
