@@ -1,4 +1,5 @@
-# conduit-fleet: `make run` starts the whole fleet locally, `make test` runs the test suite.
+# conduit-fleet: `make run` starts the whole fleet locally, `make test` runs the test suite,
+# `make bench` writes docs/benchmarks.md and bench/results.json (BENCH_QUICK=1 for a smoke run).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 RUN_TYPES ?= stream.online:1,channel.update:2,channel.chat.message:1
 
-.PHONY: install run test chaos clean
+.PHONY: install run test chaos bench clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +25,9 @@ test: install
 
 chaos: install
 	CHAOS_FULL=1 $(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
