@@ -1,4 +1,5 @@
-# conduit-fleet: `make run` starts the whole fleet locally, `make test` runs the test suite,
+# conduit-fleet: `make run` starts the whole fleet locally, `make test` runs the test suite, `make chaos` the full
+# chaos suite,
 # `make bench` writes docs/benchmarks.md and bench/results.json (BENCH_QUICK=1 for a smoke run).
 VENV ?= .venv
 PYTHON ?= python3
@@ -27,6 +28,7 @@ chaos: install
 	CHAOS_FULL=1 $(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 bench: install
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench
 
 clean:
