@@ -1,6 +1,5 @@
-# conduit-fleet: `make run` starts the whole fleet locally, `make test` runs the test suite, `make chaos` the full
-# chaos suite,
-# `make bench` writes docs/benchmarks.md and bench/results.json (BENCH_QUICK=1 for a smoke run).
+# conduit-fleet: `make run` starts the whole fleet locally, `make test` runs the test suite,
+# `make chaos` runs the full chaos suite, and `make bench` writes docs/benchmarks.md and bench/results.json (BENCH_QUICK=1 for a smoke run).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
