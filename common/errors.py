@@ -22,7 +22,7 @@ class FleetError(Exception):
 
 
 class SettingsError(FleetError, ValueError):
-    """Raised when an environment variable holds an invalid value."""
+    """Raised when an environment variable has an invalid value."""
 
 
 class RedisUnavailable(FleetError):
@@ -34,7 +34,7 @@ class TokenError(FleetError):
 
 
 class HelixError(FleetError):
-    """Raised when a Helix call fails; `retryable` tells whether trying again may help."""
+    """Raised when a Helix call fails; `retryable` is True when trying again may help."""
 
     retryable = False
 
@@ -47,7 +47,7 @@ class HelixError(FleetError):
 
 
 class ServerError(HelixError):
-    """Raised for 5xx answers and network errors after the retries ran out."""
+    """Raised for 5xx responses and network errors after the retries ran out."""
 
     retryable = True
 
@@ -81,8 +81,8 @@ class CircuitOpen(HelixError):
 
 
 class ConduitNotFound(HelixError):
-    """Raised when a conduit endpoint answers 404: the conduit no longer exists."""
+    """Raised when a conduit endpoint returns 404, because the conduit no longer exists."""
 
 
 class Conflict(HelixError):
-    """Raised when Create EventSub Subscription answers 409: the subscription exists."""
+    """Raised when Create EventSub Subscription returns 409 because the subscription exists."""

@@ -1,9 +1,9 @@
 """An aiohttp client for the Helix conduit, shard and subscription endpoints.
 
-Errors are translated here, at one boundary, into the `common.errors` tree. 5xx answers and network
+Errors are translated here, at one boundary, into the `common.errors` tree. 5xx responses and network
 errors are retried with capped, jittered backoff, and a circuit breaker stops calls after repeated
-failures; a real rate limit (429 with `Ratelimit-Remaining: 0`) waits until `Ratelimit-Reset`
-(Twitch API guide, rate limits); a 401 gets one new token and one retry. With a `RateLimiter`, every
+failures. A real rate limit (429 with `Ratelimit-Remaining: 0`) waits until `Ratelimit-Reset`
+(Twitch API guide, rate limits). A 401 gets one new token and one retry. With a `RateLimiter`, every
 call takes a point from the fleet's shared budget before it is sent.
 """
 
@@ -112,7 +112,7 @@ class HelixClient:
             params["after"] = cursor
 
     async def update_shards(self, conduit_id: str, updates: list[ShardUpdate]) -> UpdateShardsResponse:
-        """Point shards at transports; the answer lists updated shards in `data`, the rest in `errors`."""
+        """Point shards at transports; the response lists updated shards in `data` and the rest in `errors`."""
         request = UpdateShardsRequest(conduit_id=conduit_id, shards=updates)
         body = await self._call("PATCH", "/eventsub/conduits/shards", data=_encoder.encode(request))
         return _update_decoder.decode(body)
@@ -210,7 +210,7 @@ class HelixClient:
             message = _error_message(body)
             if status == 401 and not renewed:
                 renewed = True
-                log.info("Helix %s %s answered 401; renewing the app token once", method, path)
+                log.info("Helix %s %s returned 401; renewing the app token once", method, path)
                 await self._tokens.invalidate(token)
                 continue
             if real_rate_limit:
@@ -223,7 +223,7 @@ class HelixClient:
                 await asyncio.sleep(wait_s)
                 continue
             if status >= 500 and attempt <= self._max_retries:
-                log.warning("Helix %s %s answered %s, retrying: %s", method, path, status, message)
+                log.warning("Helix %s %s returned %s, retrying: %s", method, path, status, message)
                 await asyncio.sleep(backoff.next_delay())
                 continue
             if status >= 500 or status == 401:

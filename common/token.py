@@ -98,7 +98,7 @@ class AppTokenManager:
             return self._token
 
     async def invalidate(self, token: str) -> None:
-        """Drop `token` after Helix answered 401 with it, and get a new one (once per bad token)."""
+        """Drop `token` after Helix returned 401 for it, and get a new one (once per bad token)."""
         async with self._lock:
             await self._load_shared()
             if self._token and self._token != token and self._clock() < self._renew_at_s:

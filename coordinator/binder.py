@@ -45,7 +45,7 @@ class _Pending(msgspec.Struct):
 
 
 class BindBatcher:
-    """Collects bind requests for a short window and answers each from one Helix call."""
+    """Collects bind requests for a short window and resolves them all with one Helix call."""
 
     def __init__(self, settings: Settings, client: redis.Redis, helix: HelixClient,
                  conduit: ConduitManager, fence: Fence) -> None:
@@ -155,7 +155,7 @@ def _answer(item: _Pending, ok: bool, error: str, *, conduit_lost: bool = False)
 
 
 async def bind_shard(ctx: dict, shard_id: str, session_id: str, worker_id: str, epoch: int = 0) -> bytes:
-    """arq job: bind one session to one shard and publish the answer on the worker's channel."""
+    """Bind one session to one shard (an arq job) and publish the result on the worker's channel."""
     batcher: BindBatcher = ctx["batcher"]
     keys: Keys = ctx["keys"]
     result = await batcher.submit(shard_id, session_id, worker_id)

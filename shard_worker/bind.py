@@ -1,6 +1,6 @@
-"""The worker's side of binding: enqueue an arq job, wait for the leader's answer.
+"""The worker's side of binding: enqueue an arq job, then wait for the leader's result.
 
-The leader publishes each answer on the worker's own pub/sub channel, which is faster than polling
+The leader publishes each result on the worker's own pub/sub channel, which is faster than polling
 arq for results; if that message is lost, the job's stored result is read once before giving up.
 """
 
@@ -26,7 +26,7 @@ _result_decoder = msgspec.json.Decoder(BindResult)
 
 
 class BindClient:
-    """Requests binds from the leader and routes its answers back to the waiting shard."""
+    """Requests binds from the leader and routes its results back to the waiting shard."""
 
     def __init__(self, settings: Settings, arq: ArqRedis, worker_id: str) -> None:
         self._settings = settings
@@ -40,7 +40,7 @@ class BindClient:
         self.epoch = 0
 
     def on_result(self, data: bytes) -> None:
-        """Resolve the waiting bind with an answer published by the leader."""
+        """Resolve the waiting bind with a result published by the leader."""
         try:
             result = _result_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -73,7 +73,7 @@ class BindClient:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except asyncio.TimeoutError:
                 stored = await self._stored_result(job)
-                return stored or BindResult(shard_id, session_id, ok=False, error=f"no bind answer within {timeout_s:.1f} s")
+                return stored or BindResult(shard_id, session_id, ok=False, error=f"no bind result within {timeout_s:.1f} s")
         finally:
             self._waiting.pop(key, None)
 

@@ -195,7 +195,7 @@ class ShardSession:
         await self.close()
 
     def reset(self, reason: str) -> None:
-        """Drop the current session and open a fresh one (used when the leader sees the shard disabled)."""
+        """Drop the current session and open a fresh one (used when the leader finds the shard disabled)."""
         if self.current is not None and not self.current.closed:
             self._log.info("resetting session: %s", reason, extra={"session_id": self.session_id})
             asyncio.create_task(self.current.close(reason), name=f"shard {self.shard_id} reset")
