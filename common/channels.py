@@ -129,7 +129,7 @@ BLOCKING_STATES = frozenset({NEEDS_RECONSENT, VERSION_REMOVED})
 
 
 class EntryState(msgspec.Struct, omit_defaults=True):
-    """Why one desired subscription (type, version, condition) is not on the conduit."""
+    """The reason one desired subscription (type, version, condition) is not on the conduit."""
 
     state: str
     reason: str

@@ -234,7 +234,7 @@ class UserTokenManager:
             return self._stored["access_token"]
 
     async def invalidate(self, token: str) -> None:
-        """Refresh after Twitch answered 401 with `token`, unless another process already did."""
+        """Refresh after Twitch returned 401 for `token`, unless another process already did."""
         async with self._lock:
             await self._load_shared()
             if self._stored.get("access_token") not in ("", None, token) and self._fresh():
@@ -263,7 +263,7 @@ class UserTokenManager:
         await self._store(settings.user_access_token, settings.user_refresh_token, answer)
 
     async def _validate(self, token: str) -> dict | None:
-        """Return /oauth2/validate's JSON for `token`, or None when Twitch answers 401."""
+        """Return /oauth2/validate's JSON for `token`, or None when Twitch returns 401."""
         url = f"{self._settings.oauth_url}/validate"
         try:
             async with self._http.get(url, headers={"Authorization": f"OAuth {token}"}) as response:

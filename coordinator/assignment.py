@@ -1,6 +1,6 @@
 """Shard assignment: balanced by count, sticky, spread at most one.
 
-A shard moves only when its worker is gone, draining, or holds more than its share. Workers whose
+A shard moves only when its worker is gone, draining, or has more than its share. Workers whose
 heartbeat deadline passed are removed from `cf:workers` and their shards given to live ones at once;
 shards of live workers are handed over one at a time per worker (see `_stage_moves`).
 """

@@ -30,7 +30,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class ShardHealth:
-    """Polls shard statuses and asks workers to repair shards that Twitch shows disabled."""
+    """Polls shard statuses and tells the owning worker to reset each shard that Twitch lists as disabled."""
 
     def __init__(self, settings: Settings, client: redis.Redis, helix: HelixClient,
                  conduit: ConduitManager, fence: Fence) -> None:

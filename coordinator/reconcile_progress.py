@@ -79,7 +79,12 @@ class ReconcileProgress:
 
     def fields(self) -> dict[str, str]:
         rate = self.rate_per_s()
-        eta_s = self.remaining / rate if rate > 0 else (0.0 if self.remaining == 0 else -1.0)
+        if self.remaining == 0:
+            eta_s = 0.0
+        elif rate > 0:
+            eta_s = self.remaining / rate
+        else:
+            eta_s = -1.0  # unknown: nothing progressed recently
         fields = {name: str(value) for name, value in self.counts.items()}
         fields.update({
             "state": self.state, "run": str(self.run), "error": self.error,

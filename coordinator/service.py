@@ -189,7 +189,7 @@ class Coordinator:
             self.assignment.changed.set()
             return
         # Shrinking: the shards at or above the new count keep their sockets until Twitch has removed
-        # them, so nothing routed to them before the change is lost; then the workers close them.
+        # them, so nothing routed to them before the change is lost. Only then do the workers close them.
         await self.conduit.resize(desired)
         listed = await self.helix.get_shards(self.conduit.conduit_id)
         extra = [shard.id for shard in listed if int(shard.id) >= desired]
@@ -198,16 +198,16 @@ class Coordinator:
             log.warning("after the resize Twitch still lists shards %s; ignoring them", ", ".join(extra))
         self.assignment.shard_count = desired
         self.assignment.changed.set()
-        await self.fence_update_shards_removed(desired, current)
+        await self._forget_removed_shards(desired, current)
 
-    async def fence_update_shards_removed(self, desired: int, previous: int) -> None:
+    async def _forget_removed_shards(self, desired: int, previous: int) -> None:
         removed = [str(i) for i in range(desired, previous)]
         if removed:
             await self._fence.hash_update(self.keys.shards, delete=removed)
 
     async def _validate_token_loop(self) -> None:
-        # Twitch asks apps to validate their tokens at start and hourly (Validating tokens, Twitch
-        # authentication guide); an invalid token is replaced by `validate()` itself.
+        # Twitch requires apps to validate their tokens at start and hourly (Validating tokens, Twitch
+        # authentication guide). `validate()` replaces an invalid token itself.
         while True:
             try:
                 answer = await self.tokens.validate()

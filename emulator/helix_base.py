@@ -26,7 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class HelixError(Exception):
-    """Raised by a Helix handler to answer with a Twitch-style error body."""
+    """Raised by a Helix handler to respond with a Twitch-style error body."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)

@@ -51,7 +51,7 @@ class BindClient:
             future.set_result(result)
 
     async def bind(self, shard_id: str, session_id: str) -> BindResult:
-        """Ask the leader to bind `session_id` to `shard_id`; return its answer or a timeout failure."""
+        """Ask the leader to bind `session_id` to `shard_id`; return its result or a timeout failure."""
         key = (shard_id, session_id)
         future = asyncio.get_running_loop().create_future()
         self._waiting[key] = future

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class WorkerContext:
-    """What every shard session of a worker shares."""
+    """The state and clients that every shard session of a worker shares."""
 
     def __init__(self, settings: Settings, worker_id: str, http: aiohttp.ClientSession,
                  publisher: Publisher, binder: BindClient, watchdog: Watchdog) -> None:
