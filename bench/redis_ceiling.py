@@ -43,7 +43,7 @@ def main() -> None:
     keys = Keys(args.prefix)
     event = json.dumps({"text": "x" * args.event_bytes}).encode()[:args.event_bytes]
     run = uuid.uuid4().hex[:12]
-    width = 2 * len(ENTRY_FIELDS)
+    width = 1 + 2 * len(ENTRY_FIELDS)
 
     started, cpu_started = time.perf_counter(), time.process_time()
     sent = 0
@@ -53,11 +53,12 @@ def main() -> None:
             size = min(args.batch, args.count - sent)
             if size <= 0:
                 break
-            call_keys = [keys.events(partition), keys.counters(partition)]
-            call_args: list = [900, args.maxlen, width]
+            call_keys = [keys.events(partition), keys.counters(partition), keys.compare_stream(partition)]
+            call_args: list = [900, args.maxlen, width, 1000]
             for index in range(sent, sent + size):
                 message_id = f"{run}-{index}"
                 call_keys.append(keys.dedup(partition, message_id))
+                call_args.append("")
                 for name, value in zip(ENTRY_FIELDS, build_values(message_id, event, partition)):
                     call_args.append(name)
                     call_args.append(value)

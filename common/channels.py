@@ -19,8 +19,9 @@ import orjson
 import redis.asyncio as redis
 
 from .keys import Keys
+from .legacy import LegacySlots
 from .models import Channel
-from .settings import parse_event_types
+from .settings import Settings, parse_event_types
 
 TRANSPORT_MODES = ("websocket", "both", "conduit")
 ADD_CHUNK = 1000
@@ -88,28 +89,118 @@ def _parse_csv(text: str, path: Path) -> list[Channel]:
     return channels
 
 
-class ChannelStore:
-    """Reads and edits `cf:channels`."""
+LEGACY_MODES = frozenset({"websocket", "both"})
+# Values in `cf:dedup-identity` besides an expiry time in ms.
+IDENTITY_COMPARED = 0  # in the parallel run: dedup by identity and compare the two transports
+IDENTITY_OPEN = -1  # fell back from the conduit: dedup by identity until it returns
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+
+class ChannelStore:
+    """Reads and edits `cf:channels`, and keeps the legacy placements and identity dedup in step.
+
+    A channel in the `websocket` or `both` mode holds a place on a legacy connection (see
+    `common.legacy`). Every mode change also marks the channel in `cf:dedup-identity`: open-ended
+    while it is in `both` (and then its events are compared) or fell back from the conduit, else
+    until CF_IDENTITY_DEDUP_GRACE_S from now, while the subscriptions of the transport it left are
+    deleted. The mark is written before the
+    mode, so the workers dedup the two transports' copies by event identity before the second copy
+    can exist.
+    """
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings | None = None) -> None:
         self._client = client
         self._keys = keys
+        self._settings = settings or Settings()
+        self._slots = LegacySlots(client, keys, self._settings)
+
+    def _subscription_count(self, channel: Channel) -> int:
+        return len(channel.types) if channel.types else len(self._settings.event_types)
 
     async def add(self, channels: Iterable[Channel]) -> int:
-        """Store channels (a later entry for the same id wins) in one pipelined round trip; return the count."""
-        mapping = {channel.broadcaster_user_id: _encoder.encode(channel) for channel in channels}
-        if not mapping:
+        """Store channels (a later entry for the same id wins) in one pipelined round trip; return the count.
+
+        Raises LegacyCapacityError, and stores nothing, when the legacy channels do not fit.
+        """
+        latest = {channel.broadcaster_user_id: channel for channel in channels}
+        if not latest:
             return 0
-        items = list(mapping.items())
+        previous = await self._load(latest)
+        placements = {}
+        for broadcaster, channel in latest.items():
+            old = previous.get(broadcaster)
+            if channel.transport_mode in LEGACY_MODES:
+                placements[broadcaster] = self._subscription_count(channel)
+            elif old is not None and old.transport_mode in LEGACY_MODES:
+                placements[broadcaster] = 0
+        await self._slots.place(placements)
+        await self._mark_identity({b: (previous.get(b), c) for b, c in latest.items()})
+        await self._write(latest.values())
+        return len(latest)
+
+    async def set_mode(self, broadcaster_ids: Iterable[str], mode: str, *, fallback: bool | None = None) -> list[Channel]:
+        """Move stored channels to transport `mode`; return the channels whose mode or flag changed.
+
+        `fallback` marks (True) or clears (False) the automatic fallback flag. Unknown ids raise
+        ChannelError, a full legacy capacity LegacyCapacityError; either way nothing changes.
+        """
+        if mode not in TRANSPORT_MODES:
+            raise ChannelError(f"invalid transport mode {mode!r}: expected one of {', '.join(TRANSPORT_MODES)}")
+        ids = list(dict.fromkeys(str(b) for b in broadcaster_ids))
+        stored = await self._load(ids)
+        missing = [b for b in ids if b not in stored]
+        if missing:
+            shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise ChannelError(f"unknown channels {shown}: add them with `conduit-fleet channels add` first")
+        changed: dict[str, Channel] = {}
+        for broadcaster, channel in stored.items():
+            flag = channel.fallback if fallback is None else fallback
+            if channel.transport_mode != mode or channel.fallback != flag:
+                changed[broadcaster] = msgspec.structs.replace(channel, transport_mode=mode, fallback=flag)
+        if not changed:
+            return []
+        placements = {
+            b: self._subscription_count(c) if mode in LEGACY_MODES else 0
+            for b, c in changed.items() if mode in LEGACY_MODES or stored[b].transport_mode in LEGACY_MODES
+        }
+        await self._slots.place(placements)
+        await self._mark_identity({b: (stored[b], c) for b, c in changed.items()})
+        await self._write(changed.values())
+        return list(changed.values())
+
+    async def _load(self, broadcaster_ids: Iterable[str]) -> dict[str, Channel]:
+        ids = list(broadcaster_ids)
+        if not ids:
+            return {}
+        raw = await self._client.hmget(self._keys.channels, ids)
+        return {b: _decoder.decode(value) for b, value in zip(ids, raw) if value is not None}
+
+    async def _mark_identity(self, changes: dict[str, tuple[Channel | None, Channel]]) -> None:
+        now_ms = int(time.time() * 1000)
+        grace_ms = int(self._settings.scaled(self._settings.identity_dedup_grace_s) * 1000)
+        marks = {}
+        for broadcaster, (old, new) in changes.items():
+            if new.transport_mode == "both":
+                marks[broadcaster] = IDENTITY_COMPARED
+            elif new.fallback:
+                marks[broadcaster] = IDENTITY_OPEN
+            elif old is not None and (old.transport_mode != new.transport_mode or old.fallback):
+                marks[broadcaster] = now_ms + grace_ms
+        if marks:
+            await self._client.hset(self._keys.identity_dedup, mapping=marks)
+
+    async def _write(self, channels: Iterable[Channel]) -> None:
+        items = [(channel.broadcaster_user_id, _encoder.encode(channel)) for channel in channels]
         pipe = self._client.pipeline(transaction=False)
         for start in range(0, len(items), ADD_CHUNK):
             pipe.hset(self._keys.channels, mapping=dict(items[start:start + ADD_CHUNK]))
         pipe.publish(self._keys.channels_channel, "changed")
         await pipe.execute()
-        return len(mapping)
 
     async def remove(self, broadcaster_ids: Iterable[str]) -> int:
         ids = list(broadcaster_ids)
+        if ids:
+            stored = await self._load(ids)
+            await self._slots.place({b: 0 for b, c in stored.items() if c.transport_mode in LEGACY_MODES})
         removed = await self._client.hdel(self._keys.channels, *ids) if ids else 0
         await self._client.publish(self._keys.channels_channel, "changed")
         return removed

@@ -51,7 +51,7 @@ class RateLimitState(msgspec.Struct):
 
 
 class HelixClient:
-    """Calls Helix with the fleet's app token; one instance per process."""
+    """Calls Helix with one token manager: the fleet's app token, or the user token of the legacy mode."""
 
     def __init__(
         self,
@@ -120,15 +120,15 @@ class HelixClient:
     # -- subscriptions ----------------------------------------------------------------------------
 
     async def create_subscription(
-        self, type_: str, version: str, condition: dict[str, str], conduit_id: str,
+        self, type_: str, version: str, condition: dict[str, str], conduit_id: str = "", *, session_id: str = "",
     ) -> Subscription | None:
-        """Create a conduit subscription; return None when it already exists (409)."""
-        request = {
-            "type": type_,
-            "version": version,
-            "condition": condition,
-            "transport": {"method": "conduit", "conduit_id": conduit_id},
-        }
+        """Create a conduit subscription, or with `session_id` a plain WebSocket one (user token only).
+
+        Return None when it already exists (409).
+        """
+        transport = ({"method": "websocket", "session_id": session_id} if session_id
+                     else {"method": "conduit", "conduit_id": conduit_id})
+        request = {"type": type_, "version": version, "condition": condition, "transport": transport}
         try:
             body = await self._call("POST", "/eventsub/subscriptions", json=request)
         except Conflict:

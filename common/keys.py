@@ -39,6 +39,27 @@ class Keys:
         self.entry_states = f"{prefix}subscription-states"
         self.user_token = f"{prefix}token:user"
         self.user_token_lock = f"{prefix}token:user:lock"
+        # Legacy WebSocket mode and the migration (docs/migration.md).
+        self.legacy_slots = f"{prefix}legacy:slots"
+        self.legacy_load = f"{prefix}legacy:load"
+        self.legacy_assignment = f"{prefix}legacy:assignment"
+        self.legacy_connections = f"{prefix}legacy:connections"
+        self.identity_dedup = f"{prefix}dedup-identity"
+        self.compare = f"{prefix}compare"
+        self.migration = f"{prefix}migration"
+        self.migration_channel = f"{prefix}migration:changed"
+        self.migration_commands = f"{prefix}migration:commands"
+
+    def migration_result(self, command_id: str) -> str:
+        return f"{self.prefix}migration:result:{command_id}"
+
+    def disconnects(self, transport: str) -> str:
+        """Sorted set of unexpected socket losses of one transport (`conduit` or `websocket`), scored by ms."""
+        return f"{self.prefix}disconnects:{transport}"
+
+    def compare_stream(self, partition: int) -> str:
+        """Copies of events of channels in the parallel run, for the comparison of the two transports."""
+        return f"{self.prefix}compare:{{{partition}}}"
 
     def worker_info(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
@@ -64,22 +85,34 @@ def partition_of(broadcaster_id: str, partitions: int) -> int:
     return zlib.crc32(broadcaster_id.encode()) % partitions
 
 
-# KEYS: stream, counters, then one dedup key per event.
-# ARGV: dedup ttl (s), stream maxlen, field count per event, then each event's field/value pairs.
+# KEYS: stream, counters, comparison stream, then one dedup key per event.
+# ARGV: dedup ttl (s), stream maxlen, values per event, comparison stream maxlen, then per event its
+# comparison note ('' or "transport|latency_ms|identity") and its field/value pairs.
 # The claim and the XADD run in one script, so a crash can neither publish an event twice nor
-# claim it without publishing it.
+# claim it without publishing it. An event with a note (a channel in the parallel run) also leaves
+# one entry per copy in the comparison stream, published or not.
 PUBLISH_EVENTS = """
 local ttl = tonumber(ARGV[1])
 local maxlen = ARGV[2]
 local width = tonumber(ARGV[3])
+local compare_maxlen = ARGV[4]
 local published, duplicates = 0, 0
-for i = 3, #KEYS do
-  local first = 4 + (i - 3) * width
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl) then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, first + width - 1))
+for i = 4, #KEYS do
+  local note_at = 5 + (i - 4) * width
+  local first = note_at + 1
+  local note = ARGV[note_at]
+  local fresh = redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl)
+  if fresh then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, first + width - 2))
     published = published + 1
   else
     duplicates = duplicates + 1
+  end
+  if note ~= '' then
+    local transport, latency, identity = string.match(note, '^([^|]*)|([^|]*)|(.*)$')
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', compare_maxlen, '*', 'i', identity, 't', transport,
+               'l', latency, 'f', fresh and '1' or '0')
+    if not fresh then redis.call('HINCRBY', KEYS[2], 'duplicates_' .. transport, 1) end
   end
 end
 if published > 0 then redis.call('HINCRBY', KEYS[2], 'published', published) end

@@ -178,6 +178,8 @@ class Channel(msgspec.Struct, omit_defaults=True):
     display_name: str = ""
     types: list[str] = []
     transport_mode: str = "conduit"
+    # True while the channel is on the legacy connections because the Conduits API was down.
+    fallback: bool = False
 
 
 def is_enabled(status: str) -> bool:

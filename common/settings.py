@@ -61,6 +61,21 @@ def _webhook_url(value: str) -> str | None:
     return None if value == "" or value.startswith(("http://", "https://")) else "empty, or an http:// or https:// URL"
 
 
+def _phases(value: str) -> str | None:
+    try:
+        phases = [int(part) for part in value.split(",")]
+    except ValueError:
+        return "comma-separated percentages such as 10,30,70,100"
+    if not phases or phases != sorted(set(phases)) or phases[0] < 1 or phases[-1] != 100:
+        return "increasing percentages from 1 to 100 that end with 100, such as 10,30,70,100"
+    return None
+
+
+def _id_list(value: str) -> str | None:
+    ids = [part.strip() for part in value.split(",") if part.strip()]
+    return None if all(part.isdigit() for part in ids) else "comma-separated numeric broadcaster ids"
+
+
 def _log_format(value: str) -> str | None:
     return None if value in ("text", "json") else "'text' or 'json'"
 
@@ -141,6 +156,24 @@ class Settings:
     alert_shard_disconnected_s: float = _field("CF_ALERT_SHARD_DISCONNECTED_S", 300.0, "A shard not enabled for this long raises an alert (scaled by CF_TIME_SCALE).", check=_positive)
     alert_helix_failures: int = _field("CF_ALERT_HELIX_FAILURES", 3, "Consecutive failed Helix calls that raise an alert.", check=_positive)
     alert_consumer_lag: int = _field("CF_ALERT_CONSUMER_LAG", 100_000, "Stream entries not yet read by a consumer group that raise an alert.", check=_positive)
+    legacy_connections: int = _field("CF_LEGACY_CONNECTIONS", 3, "Legacy WebSocket connections (user token); Twitch allows 3 with enabled subscriptions per client and user.", check=_positive)
+    legacy_subscriptions_per_connection: int = _field("CF_LEGACY_SUBSCRIPTIONS_PER_CONNECTION", 300, "Enabled subscriptions per legacy connection; Twitch allows 300.", check=_positive)
+    legacy_first_subscription_s: float = _field("CF_LEGACY_FIRST_SUBSCRIPTION_S", 10.0, "Twitch closes a legacy connection with no subscription this long after its welcome.", check=_positive)
+    identity_dedup_grace_s: float = _field("CF_IDENTITY_DEDUP_GRACE_S", 120.0, "After a channel leaves the parallel run, its events keep being deduplicated by event identity this long, while the other transport's subscriptions are deleted.", check=_positive)
+    migration_phases: str = _field("CF_MIGRATION_PHASES", "10,30,70,100", "Share of channels on the conduit at the end of each migration phase, in percent.", check=_phases)
+    migration_batch: int = _field("CF_MIGRATION_BATCH", 50, "Channels moved to the parallel run at once.", check=_positive)
+    migration_first_batch: int = _field("CF_MIGRATION_FIRST_BATCH", 20, "Size cap of the first batch (the plan's 10-20 channel trial).", check=_positive)
+    migration_soak_s: float = _field("CF_MIGRATION_SOAK_S", 600.0, "How long a batch runs on both transports before it is judged.", check=_positive)
+    migration_compare_grace_s: float = _field("CF_MIGRATION_COMPARE_GRACE_S", 30.0, "An event seen on one transport counts as missed on the other after this long.", check=_positive)
+    migration_min_events: int = _field("CF_MIGRATION_MIN_EVENTS", 20, "Events a batch must have been compared on before loss and latency rules apply.", check=_positive)
+    rollback_loss_ratio: float = _field("CF_ROLLBACK_LOSS_RATIO", 0.10, "Roll back when the conduit path misses this share of the parallel run's events.", check=_positive)
+    rollback_latency_factor: float = _field("CF_ROLLBACK_LATENCY_FACTOR", 2.0, "Roll back when the conduit path's mean latency is this many times the legacy path's.", check=_positive)
+    rollback_latency_floor_ms: float = _field("CF_ROLLBACK_LATENCY_FLOOR_MS", 100.0, "The latency rule applies only when the conduit path is also this many ms slower than the legacy path.", check=_non_negative)
+    rollback_disconnects_per_hour: int = _field("CF_ROLLBACK_DISCONNECTS_PER_HOUR", 3, "Roll back after this many unexpected conduit socket losses within an hour.", check=_positive)
+    rollback_helix_failures: int = _field("CF_ROLLBACK_HELIX_FAILURES", 5, "Roll back after this many Helix calls failed in a row.", check=_positive)
+    fallback_after_s: float = _field("CF_FALLBACK_AFTER_S", 300.0, "Move conduit channels to the legacy connections when the Conduits API has failed this long; 0 turns the fallback off.", check=_non_negative)
+    fallback_recover_s: float = _field("CF_FALLBACK_RECOVER_S", 300.0, "Move fallen-back channels to the conduit again after the Conduits API has worked this long.", check=_positive)
+    fallback_priority: str = _field("CF_FALLBACK_PRIORITY", "", "Broadcaster ids (comma-separated) that fall back first; the rest follow in id order.", check=_id_list)
     worker_id: str = _field("CF_WORKER_ID", "", "Worker id; empty means hostname-pid.")
     time_scale: float = _field("CF_TIME_SCALE", 1.0, "Multiplies every lease, heartbeat and Twitch timer (tests shrink time with it).", check=_positive)
     log_format: str = _field("CF_LOG_FORMAT", "text", "'text' or 'json' log lines.", check=_log_format)
@@ -192,6 +225,18 @@ class Settings:
     @property
     def effective_worker_id(self) -> str:
         return self.worker_id or _default_worker_id()
+
+    @property
+    def legacy_capacity(self) -> int:
+        return self.legacy_connections * self.legacy_subscriptions_per_connection
+
+    @property
+    def phase_targets(self) -> list[int]:
+        return [int(part) for part in self.migration_phases.split(",")]
+
+    @property
+    def fallback_order(self) -> list[str]:
+        return [part.strip() for part in self.fallback_priority.split(",") if part.strip()]
 
     @property
     def event_types(self) -> list[tuple[str, str]]:

@@ -129,7 +129,45 @@ class AssignmentLoop:
             await self._fence.hash_update(self._keys.assignment, changed, removed, channel=self._keys.assignment_channel)
             log.info("assignment: %d shards moved, %d unassigned, %d workers (%d draining), %d in transit",
                      len(changed), len(removed), len(live), len(draining), len(self.in_transit))
+        await self.assign_legacy(targets, current)
         return target
+
+    async def assign_legacy(self, targets: list[str], shard_owners: dict[str, str]) -> dict[str, str]:
+        """Give every legacy slot with placed channels to a live worker, keeping current owners.
+
+        A slot with no channels is unassigned: Twitch closes a connection without subscriptions.
+        New owners are the workers with the fewest legacy slots, then the fewest shards.
+        """
+        raw_load = await self._client.hgetall(self._keys.legacy_load)
+        active = sorted(int(slot) for slot, count in raw_load.items()
+                        if int(count) > 0 and int(slot) < self._settings.legacy_connections)
+        raw = await self._client.hgetall(self._keys.legacy_assignment)
+        current = {slot.decode(): worker.decode() for slot, worker in raw.items()}
+        wanted: dict[str, str] = {}
+        per_worker = {worker: 0 for worker in targets}
+        for slot in active:
+            owner = current.get(str(slot))
+            if owner in per_worker:
+                wanted[str(slot)] = owner
+                per_worker[owner] += 1
+        shard_counts = {worker: 0 for worker in targets}
+        for worker in shard_owners.values():
+            if worker in shard_counts:
+                shard_counts[worker] += 1
+        for slot in active:
+            if str(slot) in wanted or not targets:
+                continue
+            owner = min(targets, key=lambda worker: (per_worker[worker], shard_counts[worker], worker))
+            wanted[str(slot)] = owner
+            per_worker[owner] += 1
+        changed = {slot: worker for slot, worker in wanted.items() if current.get(slot) != worker}
+        removed = [slot for slot in current if slot not in wanted]
+        if changed or removed:
+            await self._fence.hash_update(self._keys.legacy_assignment, changed, removed,
+                                          channel=self._keys.assignment_channel)
+            log.info("legacy slots assigned: %s", ", ".join(f"{slot}->{worker}" for slot, worker in sorted(wanted.items()))
+                     or "none")
+        return wanted
 
     def _stage_moves(self, current: dict[str, str], target: dict[str, str], live: set[str],
                      bound: dict[str, str]) -> dict[str, str]:

@@ -31,6 +31,7 @@ from .fence import Deposed, Fence
 from .health import ShardHealth
 from .http import create_api
 from .leader import LeaderLease
+from .migration import MigrationController
 from .monitor import Monitor
 from .reconciler import Reconciler
 from .stats import StatsPublisher
@@ -117,6 +118,7 @@ class Coordinator:
             self.stats = StatsPublisher(settings, self.redis, self.conduit, self.reconciler)
             self.monitor = Monitor(settings, self.redis, self.events, self.alerts, self.helix, self.tokens,
                                    self.conduit, self.assignment, self.reconciler)
+            self.migration = MigrationController(settings, self.redis, self.events, self.helix, self.alerts)
             self.conduit.on_replaced.append(self._conduit_replaced)
             self.batcher.on_bound.append(self.assignment.changed.set)
             if self.conduit.lost_at_adoption:
@@ -138,6 +140,7 @@ class Coordinator:
                 (self._watch_changes(), "change listener"),
                 (self._validate_token_loop(), "token validation"),
                 (self._resize_loop(), "resize"),
+                (self.migration.run(), "migration"),
             ]
             tasks = [asyncio.create_task(coro, name=name) for coro, name in loops]
             self._leader_tasks.extend(tasks)
@@ -247,7 +250,8 @@ class Coordinator:
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.workers_channel, self.keys.channels_channel,
-                                       self.keys.shard_disabled_channel, self.keys.resize_channel)
+                                       self.keys.shard_disabled_channel, self.keys.resize_channel,
+                                       self.keys.migration_channel)
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
@@ -256,11 +260,14 @@ class Coordinator:
                         self.assignment.changed.set()
                     elif channel == self.keys.channels_channel:
                         self.reconciler.wake.set()
+                        self.assignment.changed.set()
                     elif channel == self.keys.shard_disabled_channel:
                         log.warning("Twitch reports a shard disabled: %s", message["data"][:300].decode(errors="replace"))
                         self.health.poll_now.set()
                     elif channel == self.keys.resize_channel:
                         self._resize_wanted.set()
+                    elif channel == self.keys.migration_channel:
+                        self.migration.wake.set()
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("pub/sub connection lost (%s); resubscribing", exc)
                 await asyncio.sleep(self.settings.scaled(0.5))

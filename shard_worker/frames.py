@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from common.identity import event_identity, timestamp_ms
 from common.keys import partition_of
 from common.models import Envelope, NotificationPayload, RevocationPayload, SessionPayload
 from . import metrics
@@ -126,16 +127,27 @@ class FrameHandler:
             return
         subscription = payload.subscription
         broadcaster = broadcaster_of(subscription.condition)
-        transport = subscription.transport.method if subscription.transport else "conduit"
+        transport = "conduit" if (subscription.transport is None or subscription.transport.method == "conduit") else "websocket"
         metrics.EVENTS_RECEIVED.inc()
+        now_ms = int(now_s * 1000)
+        dedup_id, note = metadata.message_id, ""
+        until = self.shard.ctx.identity.get(broadcaster) if kind == "notification" else None
+        if until is not None and until <= 0 or until is not None and until > now_ms:
+            # Two transports deliver this channel's events with different message ids: dedup on the
+            # event itself. In the parallel run (0) also note the copy for the comparison.
+            identity = event_identity(subscription.type, subscription.version, event)
+            dedup_id = "e:" + identity
+            if until == 0:
+                sent_ms = timestamp_ms(metadata.message_timestamp)
+                note = f"{transport}|{max(0, now_ms - sent_ms) if sent_ms is not None else -1}|{identity}"
         self._publisher.submit(
             partition_of(broadcaster, self._partitions),
-            metadata.message_id,
+            dedup_id,
             [
                 metadata.message_id, kind, subscription.type, subscription.version, metadata.message_timestamp,
-                int(now_s * 1000), "conduit" if transport == "conduit" else "websocket", self.shard.shard_id,
-                subscription.id, broadcaster, event,
+                now_ms, transport, self.shard.shard_id, subscription.id, broadcaster, event,
             ],
+            note,
         )
         if subscription.type == "conduit.shard.disabled":
             self.shard.ctx.forward_shard_disabled(event)

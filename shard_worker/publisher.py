@@ -39,6 +39,8 @@ ENTRY_FIELDS = (
     "shard_id", "subscription_id", "broadcaster_user_id", "event",
 )
 RECEIVED_AT_INDEX = ENTRY_FIELDS.index("received_at_ms")
+# Entries kept per partition in the comparison stream; the leader reads it every few seconds.
+COMPARE_MAXLEN = 200_000
 
 
 class Publisher:
@@ -49,7 +51,7 @@ class Publisher:
         self._client = client
         self._keys = Keys(settings.key_prefix)
         self._scripts = Scripts(client)
-        self._buffers: list[deque[tuple[str, list]]] = [deque() for _ in range(settings.stream_partitions)]
+        self._buffers: list[deque[tuple[str, list, str]]] = [deque() for _ in range(settings.stream_partitions)]
         self._pending = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -69,15 +71,19 @@ class Publisher:
     def start(self) -> None:
         self._task = spawn(self._flush_loop(), "publisher flush")
 
-    def submit(self, partition: int, dedup_id: str, values: list) -> None:
-        """Queue one event: `values` are the ENTRY_FIELDS values in order."""
+    def submit(self, partition: int, dedup_id: str, values: list, note: str = "") -> None:
+        """Queue one event: `values` are the ENTRY_FIELDS values in order.
+
+        `note` is empty, or "transport|latency_ms|identity" for an event of a channel in the parallel
+        run, which the publish script also records in the comparison stream.
+        """
         if self._pending >= self._settings.publish_buffer_max:
             self.lost += 1
             EVENTS_LOST.inc()
             if self.lost == 1 or self.lost % 1000 == 0:
                 log.error("publish buffer full (%d events); %d events lost so far", self._pending, self.lost)
             return
-        self._buffers[partition].append((dedup_id, values))
+        self._buffers[partition].append((dedup_id, values, note))
         self._pending += 1
         self._idle.clear()
         self._wakeup.set()
@@ -133,7 +139,7 @@ class Publisher:
         confirmed_ms = time.time() * 1000
         for (buffer, count), (published, duplicates) in zip(batches, results):
             for _ in range(count):
-                _, values = buffer.popleft()
+                _, values, _ = buffer.popleft()
                 PUBLISH_LATENCY.observe(max(0.0, confirmed_ms - values[RECEIVED_AT_INDEX]) / 1000)
             self._pending -= count
             self.published += published
@@ -141,11 +147,13 @@ class Publisher:
             EVENTS_PUBLISHED.inc(published)
             EVENTS_DEDUPLICATED.inc(duplicates)
 
-    async def _queue_script(self, pipe, partition: int, batch: list[tuple[str, list]]) -> None:
-        keys = [self._keys.events(partition), self._keys.counters(partition)]
-        args: list = [self._settings.dedup_ttl_s, self._settings.stream_maxlen, 2 * len(ENTRY_FIELDS)]
-        for dedup_id, values in batch:
+    async def _queue_script(self, pipe, partition: int, batch: list[tuple[str, list, str]]) -> None:
+        keys = [self._keys.events(partition), self._keys.counters(partition), self._keys.compare_stream(partition)]
+        args: list = [self._settings.dedup_ttl_s, self._settings.stream_maxlen, 1 + 2 * len(ENTRY_FIELDS),
+                      COMPARE_MAXLEN]
+        for dedup_id, values, note in batch:
             keys.append(self._keys.dedup(partition, dedup_id))
+            args.append(note)
             for name, value in zip(ENTRY_FIELDS, values):
                 args.append(name)
                 args.append(value)

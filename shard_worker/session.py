@@ -221,6 +221,8 @@ class ShardSession:
             await self._lost.wait()
             self._lost.clear()
             cause = _cause_of(self.current.end_reason if self.current else "")
+            if not self._closing:
+                self.ctx.record_disconnect("conduit", self.shard_id)
             self._log.warning("session lost (%s); reconnecting now", self.current.end_reason if self.current else cause,
                               extra={"session_id": conn.session_id})
             if time.monotonic() - healthy_since > self.ctx.settings.scaled(30):

@@ -18,15 +18,18 @@ import redis.asyncio as redis
 import redis.exceptions
 
 from common.alerts import Alerts
+from common.helix import HelixClient
 from common.keys import Keys
 from common.log import ContextAdapter
 from common.redisconn import arq_redis, control_redis, events_redis
 from common.settings import Settings
 from common.tasks import cancel_and_wait, spawn
+from common.token import UserTokenManager
 from . import metrics
 from .bind import BindClient
 from .frames import ReplayGuard
 from .http import start_metrics_server
+from .legacy import LegacySession
 from .publisher import Publisher
 from .session import SessionState, ShardSession
 from .watchdog import Watchdog
@@ -47,13 +50,34 @@ class WorkerContext:
         self.watchdog = watchdog
         self.replay_guard = ReplayGuard(settings.replay_window_s)
         self.rejected = 0
+        self.legacy_created = 0
         self.control_redis: redis.Redis | None = None
+        # Broadcaster id -> until (ms, 0 = open-ended): events of these channels are deduplicated by
+        # event identity, because two transports deliver them (`cf:dedup-identity`).
+        self.identity: dict[str, int] = {}
         self._forwarding: set[asyncio.Task] = set()
         separator = "&" if "?" in settings.eventsub_ws_url else "?"
         self.ws_url = f"{settings.eventsub_ws_url}{separator}keepalive_timeout_seconds={settings.keepalive_timeout_s}"
 
     async def bind(self, shard_id: str, session_id: str):
         return await self.binder.bind(shard_id, session_id)
+
+    def record_disconnect(self, transport: str, name: str) -> None:
+        """Count an unexpected socket loss of `transport` for the migration's comparison."""
+        task = asyncio.create_task(self._record_disconnect(transport, name), name="record disconnect")
+        self._forwarding.add(task)
+        task.add_done_callback(self._forwarding.discard)
+
+    async def _record_disconnect(self, transport: str, name: str) -> None:
+        now_ms = int(time.time() * 1000)
+        key = Keys(self.settings.key_prefix).disconnects(transport)
+        try:
+            pipe = self.control_redis.pipeline(transaction=False)
+            pipe.zadd(key, {f"{now_ms}:{self.worker_id}:{name}": now_ms})
+            pipe.zremrangebyscore(key, "-inf", now_ms - int(self.settings.scaled(2 * 3600) * 1000))
+            await pipe.execute()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("could not record the disconnect of %s: %s", name, exc)
 
     def forward_shard_disabled(self, event: bytes) -> None:
         """Pass a conduit.shard.disabled event to the leader, which repairs the shard."""
@@ -76,9 +100,11 @@ class ShardWorker:
         self.worker_id = settings.effective_worker_id
         self.keys = Keys(settings.key_prefix)
         self.sessions: dict[str, ShardSession] = {}
+        self.legacy: dict[int, LegacySession] = {}
         self.started_at_ms = int(time.time() * 1000)
         self._tasks: list[asyncio.Task] = []
         self._assignment_changed = asyncio.Event()
+        self._identity_changed = asyncio.Event()
         self.crashed = asyncio.Event()
         self._releasing: set[asyncio.Task] = set()
         self.draining = False
@@ -98,6 +124,8 @@ class ShardWorker:
         self.binder = BindClient(settings, self.arq, self.worker_id)
         self.ctx = WorkerContext(settings, self.worker_id, self.http, self.publisher, self.binder, self.watchdog)
         self.ctx.control_redis = self.redis
+        self.legacy_helix = HelixClient(settings, UserTokenManager(settings, self.redis, self.http), self.http)
+        await self._load_identity()
         self._metrics_runner = None
         self.metrics_port = 0
         if settings.metrics_port >= 0:
@@ -109,6 +137,7 @@ class ShardWorker:
             spawn(self._heartbeat_loop(), "worker heartbeat", on_crash=self._crashed),
             spawn(self._listen_loop(), "worker pubsub", on_crash=self._crashed),
             spawn(self._assignment_loop(), "worker assignment", on_crash=self._crashed),
+            spawn(self._identity_loop(), "worker identity dedup", on_crash=self._crashed),
         ]
         self._log.info("worker started; publishing to %d partitions", settings.stream_partitions)
 
@@ -182,6 +211,8 @@ class ShardWorker:
         await asyncio.gather(*self._releasing, return_exceptions=True)
         await asyncio.gather(*(session.close() for session in self.sessions.values()), return_exceptions=True)
         self.sessions.clear()
+        await asyncio.gather(*(session.close() for session in self.legacy.values()), return_exceptions=True)
+        self.legacy.clear()
         await self.publisher.close()
         await self.watchdog.close()
         try:
@@ -212,6 +243,8 @@ class ShardWorker:
             "lost": self.publisher.lost,
             "rejected": self.ctx.rejected,
             "keepalive_timeouts": self.watchdog.timeouts,
+            "legacy": {session.shard_id: {"state": session.state.value, "subscriptions": len(session.subscriptions)}
+                       for session in self.legacy.values()},
         }
 
     def readiness(self) -> tuple[bool, dict]:
@@ -242,6 +275,7 @@ class ShardWorker:
             "metrics_port": self.metrics_port,
             "published": stats.get("published", 0),
             "duplicates": stats.get("duplicates", 0),
+            "legacy_slots": len(self.legacy),
         })
         pipe.pexpire(self.keys.worker_info(self.worker_id), int(self.settings.scaled(self.settings.worker_lease_s) * 3000))
         await pipe.execute()
@@ -264,7 +298,8 @@ class ShardWorker:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(self.keys.assignment_channel, results_channel, commands_channel)
+                await pubsub.subscribe(self.keys.assignment_channel, results_channel, commands_channel,
+                                       self.keys.channels_channel)
                 self._assignment_changed.set()  # re-read after (re)subscribing: messages may have been missed
                 async for message in pubsub.listen():
                     if message["type"] != "message":
@@ -274,6 +309,8 @@ class ShardWorker:
                         self.binder.on_result(message["data"])
                     elif channel == commands_channel:
                         self._on_command(message["data"])
+                    elif channel == self.keys.channels_channel.encode():
+                        self._channels_changed()
                     else:
                         self._assignment_changed.set()
             except (redis.exceptions.RedisError, OSError) as exc:
@@ -281,6 +318,29 @@ class ShardWorker:
                 await asyncio.sleep(self.settings.scaled(0.5))
             finally:
                 await pubsub.aclose()
+
+    def _channels_changed(self) -> None:
+        for session in self.legacy.values():
+            session.changed.set()
+        self._identity_changed.set()
+
+    async def _load_identity(self) -> None:
+        """Read `cf:dedup-identity` into the context; expired marks are left for the leader to prune."""
+        raw = await self.redis.hgetall(self.keys.identity_dedup)
+        self.ctx.identity = {broadcaster.decode(): int(until) for broadcaster, until in raw.items()}
+
+    async def _identity_loop(self) -> None:
+        interval_s = self.settings.scaled(self.settings.worker_heartbeat_s)
+        while True:
+            try:
+                await asyncio.wait_for(self._identity_changed.wait(), interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._identity_changed.clear()
+            try:
+                await self._load_identity()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                self._log.warning("reading cf:dedup-identity failed: %s", exc)
 
     def _on_command(self, data: bytes) -> None:
         command, _, shard_id = data.decode().partition(":")
@@ -335,6 +395,28 @@ class ShardWorker:
         if added or removed:
             self._log.info("assignment applied: +%d -%d, now %d shards", len(added), len(removed), len(self.sessions))
         metrics.SHARDS.labels("assigned").set(len(self.sessions))
+        await self._apply_legacy_assignment()
+
+    async def _apply_legacy_assignment(self) -> None:
+        """Run the legacy slots the leader gave this worker; close the ones it took away.
+
+        A legacy connection cannot be handed over make-before-break: Twitch allows only 3 connections
+        with subscriptions, and a new session needs its own subscriptions. So the old owner closes
+        first and the new one connects and creates them again.
+        """
+        raw = await self.redis.hgetall(self.keys.legacy_assignment)
+        mine = {int(slot) for slot, worker in raw.items() if worker.decode() == self.worker_id}
+        if self.draining:
+            mine = set()
+        for slot in [slot for slot in self.legacy if slot not in mine]:
+            session = self.legacy.pop(slot)
+            self._log.info("legacy slot %d moved away; closing it", slot)
+            await session.close()
+        for slot in sorted(mine - self.legacy.keys()):
+            session = LegacySession(slot, self.ctx, self.legacy_helix)
+            self.legacy[slot] = session
+            self._log.info("legacy slot %d assigned; connecting", slot)
+            session.start()
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:

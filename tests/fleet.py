@@ -146,9 +146,43 @@ class Fleet:
 
     # -- desired state and streams ----------------------------------------------------------------
 
-    async def add_channels(self, count: int, types: list[str], first_id: int = 1000) -> None:
-        channels = [make_channel(str(first_id + i), types=types) for i in range(count)]
-        await ChannelStore(self.redis, self.keys).add(channels)
+    async def add_channels(self, count: int, types: list[str], first_id: int = 1000, mode: str = "conduit") -> None:
+        channels = [make_channel(str(first_id + i), types=types, transport_mode=mode) for i in range(count)]
+        await self.channel_store().add(channels)
+
+    def channel_store(self) -> ChannelStore:
+        """A ChannelStore with the fleet's settings (legacy capacity, identity grace, time scale)."""
+        from common.settings import Settings  # noqa: PLC0415 - keeps the module import light
+
+        environ = self.env()
+        return ChannelStore(self.redis, self.keys, Settings.from_env(environ))
+
+    async def use_legacy_user(self, broadcaster_ids: list[str], user_id: str = "9999") -> None:
+        """Give the fleet a user token for the legacy WebSocket mode and authorize the broadcasters.
+
+        Authorized broadcasters make their subscriptions cost 0, as on Twitch; the plain WebSocket
+        transport allows a total cost of only 10. Call this after `start_emulator` and before starting
+        the fleet's processes.
+        """
+        token = await self.control("POST", "/user-tokens", {"user_id": user_id})
+        self.extra_env["TWITCH_USER_ACCESS_TOKEN"] = token["access_token"]
+        self.extra_env["TWITCH_USER_REFRESH_TOKEN"] = token["refresh_token"]
+        if broadcaster_ids:
+            await self.control("POST", "/authorize", {"user_ids": broadcaster_ids})
+
+    async def helix_as_user_count(self, user_id: str = "9999") -> int:
+        """Return how many enabled plain WebSocket subscriptions the legacy user has on Twitch."""
+        token = await self.control("POST", "/user-tokens", {"user_id": user_id})
+        headers = {"Authorization": f"Bearer {token['access_token']}", "Client-Id": DEV_CLIENT_ID}
+        url = f"{self.emulator_url}/helix/eventsub/subscriptions"
+        async with self.http.get(url, params={"status": "enabled"}, headers=headers) as response:
+            return int((await response.json())["total"])
+
+    async def legacy_sessions(self) -> list[dict]:
+        """Return the emulator's open sessions that carry plain WebSocket subscriptions."""
+        sessions = await self.control("GET", "/sessions")
+        items = sessions.get("sessions", sessions) if isinstance(sessions, dict) else sessions
+        return [s for s in items if s.get("websocket_subscriptions") and s.get("state") != "closed"]
 
     async def stream_entries(self) -> list[dict[str, bytes]]:
         entries = []
@@ -190,7 +224,8 @@ class Fleet:
         live_counts = [counts[worker] for worker in workers]
         if live_counts and max(live_counts) - min(live_counts) > 1:
             return False  # handoffs still running
-        return len(sessions) == self.shard_count and await self.all_shards_enabled()
+        legacy = await self.redis.hlen(self.keys.legacy_assignment)
+        return len(sessions) - legacy == self.shard_count and await self.all_shards_enabled()
 
     async def wait_ready(self, subscriptions: int, timeout_s: float = 60) -> None:
         await self.wait_for(self.settled, timeout_s, "every shard enabled and no spare session")
