@@ -24,12 +24,17 @@ from .local import (
 )
 from .settings import DEFAULT_EVENT_TYPES, Settings
 
+# The emulator user whose token runs the legacy WebSocket connections in a dev run.
+LEGACY_USER_ID = "9999"
+
 
 def add_dev_parser(commands) -> None:
     dev = commands.add_parser("dev", help="run Redis, the emulator, a coordinator and workers locally")
     dev.add_argument("--duration", type=float, default=0, help="seconds to run before stopping (default: until Ctrl-C)")
     dev.add_argument("--channels", type=int, default=1000, help="sample channels to load (default 1000)")
     dev.add_argument("--types", default=DEFAULT_EVENT_TYPES, help="event types per channel as type:version,...")
+    dev.add_argument("--legacy-channels", type=int, default=0,
+                     help="how many of the sample channels start on the legacy WebSocket mode (default 0, at most 900)")
     dev.add_argument("--workers", type=int, default=2, help="shard worker processes (default 2)")
     dev.add_argument("--shards", type=int, default=10, help="shard count of the new conduit (default 10)")
     dev.add_argument("--rate", type=float, default=300, help="events per second the emulator generates (default 300)")
@@ -40,8 +45,9 @@ def add_dev_parser(commands) -> None:
 
 
 def run_dev(args) -> int:
-    if args.duration < 0 or args.channels < 1 or args.workers < 1 or args.rate <= 0:
-        raise ValueError("invalid dev options: --duration >= 0, --channels >= 1, --workers >= 1 and --rate > 0 are required")
+    if args.duration < 0 or args.channels < 1 or args.workers < 1 or args.rate <= 0 or not 0 <= args.legacy_channels <= 900:
+        raise ValueError("invalid dev options: --duration >= 0, --channels >= 1, --workers >= 1, --rate > 0 and "
+                         "--legacy-channels from 0 to 900 are required")
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="conduit-fleet-dev-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     fleet = DevFleet(args, log_dir)
@@ -71,9 +77,10 @@ class DevFleet:
         self.emulator_url = f"http://{LOOPBACK}:{emulator_port}"
         self._spawn("emulator", python_module("common.cli", "emulator"), emulator_env(port=emulator_port))
         wait_for_port(emulator_port)
+        user_token = await self._legacy_user()
         env = fleet_env(redis_port=redis_port, emulator_port=emulator_port, http_port=self.args.http_port,
                         extra={"CF_SHARD_COUNT": str(self.args.shards), "CF_RECONCILE_INTERVAL_S": "30",
-                               "CF_DRAIN_TIMEOUT_S": "5"})
+                               "CF_DRAIN_TIMEOUT_S": "5", **user_token})
         self._spawn("coordinator", python_module("common.cli", "coordinator"), env)
         for index in range(self.args.workers):
             self._spawn(f"worker-{index + 1}", python_module("common.cli", "worker"),
@@ -99,14 +106,32 @@ class DevFleet:
             await self.redis.aclose()
         return self._print_summary(summary)
 
+    async def _legacy_user(self) -> dict[str, str]:
+        """Get a user token for the legacy WebSocket mode and authorize the sample broadcasters.
+
+        The plain WebSocket transport needs a user token, and allows a total cost of 10, so its
+        subscriptions must be for broadcasters who authorized the app (cost 0), as on Twitch.
+        """
+        ids = [str(100_000 + i) for i in range(self.args.channels)]
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.emulator_url + "/_emulator/user-tokens", json={"user_id": LEGACY_USER_ID}) as response:
+                token = await response.json()
+            async with http.post(self.emulator_url + "/_emulator/authorize", json={"user_ids": ids}) as response:
+                response.raise_for_status()
+        return {"TWITCH_USER_ACCESS_TOKEN": token["access_token"], "TWITCH_USER_REFRESH_TOKEN": token["refresh_token"]}
+
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         self.processes.append(ManagedProcess(name, argv, env, self.log_dir).start())
 
     async def _load_channels(self) -> None:
         types = [t for t in self.args.types.split(",") if t.strip()]
-        channels = [make_channel(str(100_000 + i), login=f"user{100_000 + i}", types=types) for i in range(self.args.channels)]
-        await ChannelStore(self.redis, self.keys).add(channels)
-        print(f"loaded {len(channels)} channels x {len(types)} event types", flush=True)
+        legacy = self.args.legacy_channels
+        channels = [make_channel(str(100_000 + i), login=f"user{100_000 + i}", types=types,
+                                 transport_mode="websocket" if i < legacy else "conduit")
+                    for i in range(self.args.channels)]
+        await ChannelStore(self.redis, self.keys, Settings.from_env({})).add(channels)
+        print(f"loaded {len(channels)} channels x {len(types)} event types"
+              + (f", {min(legacy, len(channels))} of them on the legacy WebSocket mode" if legacy else ""), flush=True)
 
     async def _wait_ready(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -30,8 +30,12 @@ ID_FIELDS: dict[str, str] = {
 }
 
 
-def event_identity(type_: str, version: str, event: bytes) -> str:
-    """Return the identity of one event from its raw `event` JSON bytes."""
+def event_identity(type_: str, version: str, event: bytes, broadcaster: str = "") -> str:
+    """Return the identity of one event from its raw `event` JSON bytes.
+
+    A per-type id is qualified with the broadcaster, so ids that are unique per channel only (as
+    some are in the emulator) cannot collide across channels.
+    """
     try:
         parsed = orjson.loads(event)
     except orjson.JSONDecodeError:
@@ -41,7 +45,7 @@ def event_identity(type_: str, version: str, event: bytes) -> str:
         if field:
             value = parsed.get(field)
             if isinstance(value, str) and value:
-                return f"{type_}:{value}"
+                return f"{type_}:{broadcaster}:{value}"
         canonical = orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)
     else:
         canonical = event

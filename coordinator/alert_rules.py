@@ -35,6 +35,8 @@ class Observation:
     lost_workers: list[str] = dataclasses.field(default_factory=list)  # lost since the last evaluation
     workers_with_bound_shards: set[str] = dataclasses.field(default_factory=set)
     consumer_lag: dict[str, int] | None = None  # consumer group -> entries not yet delivered to it
+    # legacy connection name (legacy-0) -> since when (ms) it has channels but no subscribed session
+    legacy_down_since_ms: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -95,6 +97,7 @@ class AlertRules:
         for rule in self._thresholds:
             changes.extend(self._threshold(rule, obs))
         changes.extend(self._shard_disconnected(obs))
+        changes.extend(self._legacy_disconnected(obs))
         changes.extend(self._helix(obs))
         changes.extend(self._token(obs))
         changes.extend(self._workers(obs))
@@ -159,6 +162,21 @@ class AlertRules:
         if not down and name in self.active:
             return [Change("resolve", name, "critical", "no shard has been down that long any more",
                            "長時間切断されているシャードはなくなりました")]
+        return []
+
+    def _legacy_disconnected(self, obs: Observation) -> list[Change]:
+        name = "legacy_connection_disconnected"
+        limit_ms = self._settings.scaled(self._settings.alert_shard_disconnected_s) * 1000
+        down = sorted(slot for slot, since in obs.legacy_down_since_ms.items() if obs.now_ms - since >= limit_ms)
+        minutes = _fmt(self._settings.alert_shard_disconnected_s / 60)
+        if down and name not in self.active:
+            listed = ", ".join(down)
+            return [Change("fire", name, "critical",
+                           f"legacy WebSocket connections {listed} have had no subscribed session for {minutes} minutes or more",
+                           f"レガシー WebSocket 接続 {listed} が {minutes} 分以上切断されています", str(len(down)))]
+        if not down and name in self.active:
+            return [Change("resolve", name, "critical", "every legacy WebSocket connection is subscribed again",
+                           "すべてのレガシー WebSocket 接続が復旧しました")]
         return []
 
     def _helix(self, obs: Observation) -> list[Change]:

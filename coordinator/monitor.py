@@ -157,7 +157,25 @@ class Monitor:
         lost = self._assignment.lost_workers
         observation.lost_workers, self._lost_seen = list(lost[self._lost_seen:]), len(lost)
         observation.consumer_lag = await consumer_lag(self._events, self._keys, self._settings.stream_partitions)
+        observation.legacy_down_since_ms = await self._legacy_down_since(now_ms) if shard_alerts else {}
         return observation
+
+    async def _legacy_down_since(self, now_ms: int) -> dict[str, int]:
+        """Track legacy slots that have channels placed but no session with its subscriptions."""
+        load = await self._client.hgetall(self._keys.legacy_load)
+        statuses = await self._client.hgetall(self._keys.legacy_connections)
+        tracked = getattr(self, "_legacy_down", {})
+        current: dict[str, int] = {}
+        for slot, count in load.items():
+            if int(count) <= 0:
+                continue
+            raw = statuses.get(slot)
+            state = orjson.loads(raw).get("state") if raw else ""
+            name = f"legacy-{slot.decode()}"
+            if state != "bound":
+                current[name] = tracked.get(name, now_ms)
+        self._legacy_down = current
+        return current
 
     def _down_since(self, records: dict[str, ShardState], now_ms: int) -> dict[str, int]:
         """Return shard id -> since when it is not enabled; shards without a record count from first sight."""

@@ -135,7 +135,7 @@ class FrameHandler:
         if until is not None and until <= 0 or until is not None and until > now_ms:
             # Two transports deliver this channel's events with different message ids: dedup on the
             # event itself. In the parallel run (0) also note the copy for the comparison.
-            identity = event_identity(subscription.type, subscription.version, event)
+            identity = event_identity(subscription.type, subscription.version, event, broadcaster)
             dedup_id = "e:" + identity
             if until == 0:
                 sent_ms = timestamp_ms(metadata.message_timestamp)

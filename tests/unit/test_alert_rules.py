@@ -102,6 +102,17 @@ def test_shard_disconnected_lists_shards():
     assert change.value == "2"
 
 
+def test_legacy_connection_disconnected_fires_once_and_resolves():
+    rules = AlertRules(settings(time_scale=0.1))
+    since = NOW_MS - 29_000
+
+    assert run(rules, legacy_down_since_ms={"legacy-1": since}) == []
+    assert run(rules, legacy_down_since_ms={"legacy-1": since}, now_ms=NOW_MS + 1_000) == [
+        ("fire", "legacy_connection_disconnected")]
+    assert run(rules, legacy_down_since_ms={"legacy-1": since}, now_ms=NOW_MS + 2_000) == []
+    assert run(rules, legacy_down_since_ms={}, now_ms=NOW_MS + 3_000) == [("resolve", "legacy_connection_disconnected")]
+
+
 def test_helix_failures_fire_stay_resolve():
     rules = AlertRules(settings())
 
