@@ -96,6 +96,12 @@ class MigrationController:
         await self._fallback(state)
         if state.status == "running":
             await self._advance(state)
+        elif state.status == "paused" and state.step in ("warming", "soaking"):
+            # A paused batch still runs on both transports, so the rollback rules keep applying.
+            verdict = await self._judge(state)
+            if verdict.rollback:
+                await self._rollback(state, state.batch, "; ".join(verdict.reasons), automatic=True,
+                                     summary=verdict.summary)
         await save_state(self._client, self._keys, state)
         return state
 
@@ -140,7 +146,7 @@ class MigrationController:
                 raise MigrationRefused(f"the migration is {state.status}, not running")
             state.status = "paused"
             state.paused_reason = "paused by an operator"
-            return "migration paused; the current batch stays where it is"
+            return "migration paused; the current batch stays where it is, and the rollback rules still apply to it"
         if name == "resume":
             if state.status != "paused":
                 raise MigrationRefused(f"the migration is {state.status}, not paused; use `migrate start`")
@@ -149,8 +155,6 @@ class MigrationController:
                                        "resume once they are back on the conduit")
             state.status = "running"
             state.paused_reason = ""
-            if state.step == "idle":
-                state.stop_after_phase = 0 if state.stop_after_phase and state.stop_after_phase <= state.phase else state.stop_after_phase
             return "migration resumed"
         if name == "rollback":
             channels = await self.store.list()
