@@ -134,6 +134,13 @@ class EmulatorClient:
     async def latency(self) -> dict[str, Any]:
         return await self._call("GET", "/latency")
 
+    async def set_delivery_drop(self, transport: str, ratio: float) -> dict[str, Any]:
+        """Lose ``ratio`` (0 to 1) of the notifications of ``transport`` ("conduit" or "websocket"). 0 turns it off."""
+        return await self._call("POST", "/delivery-drop", {"transport": transport, "ratio": ratio})
+
+    async def delivery_drop(self) -> dict[str, Any]:
+        return await self._call("GET", "/delivery-drop")
+
     async def revoke(self, subscription_ids: list[str], status: str = "authorization_revoked") -> dict[str, Any]:
         return await self._call("POST", "/revoke", {"subscription_ids": subscription_ids, "status": status})
 

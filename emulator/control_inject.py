@@ -1,9 +1,10 @@
-"""Control API for injected conditions: latency, malformed frames, pongs, rate limit, authorization,
-conduit deletion and webhook shard statuses."""
+"""Control API for injected conditions: latency, delivery drops, malformed frames, pongs, rate limit,
+authorization, conduit deletion and webhook shard statuses."""
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any
 
@@ -14,6 +15,7 @@ from .appkeys import MANAGER_KEY, STATE_KEY
 from .control_input import optional_int, selection, string_list
 from .helix_base import HelixError, json_response, read_json_object
 from .models import ENABLED, WEBHOOK_PENDING
+from .records import DELIVERY_TRANSPORTS
 from .state import EmulatorState
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,28 @@ async def set_latency(request: web.Request) -> web.Response:
         state.websocket_latency_ms = websocket_ms
     logger.info("latency set: helix %d ms, websocket %d ms", state.helix_latency_ms, state.websocket_latency_ms)
     return await get_latency(request)
+
+
+async def get_delivery_drop(request: web.Request) -> web.Response:
+    return json_response(dict(_state(request).delivery_drop_ratios))
+
+
+async def set_delivery_drop(request: web.Request) -> web.Response:
+    """Set the share of one transport's notifications that are lost without a trace. Ratio 0 turns it off."""
+    state = _state(request)
+    body = await read_json_object(request)
+    transport = body.get("transport")
+    if transport not in DELIVERY_TRANSPORTS:
+        raise HelixError(400, f"invalid transport {transport!r}: expected \"conduit\" or \"websocket\"")
+    if "ratio" not in body:
+        raise HelixError(400, "missing ratio: expected a number from 0 to 1, e.g. 0.2")
+    ratio = body["ratio"]
+    is_number = isinstance(ratio, (int, float)) and not isinstance(ratio, bool)
+    if not is_number or not math.isfinite(ratio) or not 0 <= ratio <= 1:
+        raise HelixError(400, f"invalid ratio {ratio!r}: expected a number from 0 to 1, e.g. 0.2")
+    state.delivery_drop_ratios[transport] = float(ratio)
+    logger.info("delivery drop for %s notifications set to %.3f", transport, ratio)
+    return await get_delivery_drop(request)
 
 
 async def send_malformed(request: web.Request) -> web.Response:
@@ -144,6 +168,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/ratelimit/empty", empty_rate_limit)
     app.router.add_get("/latency", get_latency)
     app.router.add_post("/latency", set_latency)
+    app.router.add_get("/delivery-drop", get_delivery_drop)
+    app.router.add_post("/delivery-drop", set_delivery_drop)
     app.router.add_post("/sessions/malformed", send_malformed)
     app.router.add_post("/sessions/pongs", set_pong_expectation)
     app.router.add_post("/shards/status", set_webhook_shard_status)

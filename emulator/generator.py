@@ -1,8 +1,12 @@
-"""Load generator: notifications for the enabled conduit and WebSocket subscriptions at a fixed rate.
+"""Load generator: events for the enabled conduit and WebSocket subscriptions at a fixed rate.
+
+Each event comes from an event source: the enabled subscriptions that share type, version
+and condition, whatever their owner or transport. As on Twitch, every subscription of the
+source gets its own notification, with the same event body and its own message id.
 
 Each run has its own random generator. With a seed, the same subscriptions (in the same
-creation order) give the same sequence of subscription choices, duplicate decisions and
-event bodies; message ids and timestamps still differ.
+creation order) give the same sequence of source choices, duplicate decisions and event
+bodies; message ids and timestamps still differ.
 """
 
 from __future__ import annotations
@@ -23,9 +27,42 @@ from .state import EmulatorState, Shard, Subscription
 logger = logging.getLogger(__name__)
 
 # Events built between two yields to the event loop, and how often (real seconds) the
-# list of enabled subscriptions is read again.
+# generator checks whether the subscriptions changed. Only a change makes it read the
+# enabled subscriptions again and group them into event sources.
 MAX_BATCH = 2000
 SUBSCRIPTION_REFRESH_S = 0.05
+
+# Per session: (shard, frame, subscription, injected duplicate) in write order.
+Outgoing = dict[Session, list[tuple[Shard | None, bytes, Subscription, bool]]]
+
+
+@dataclasses.dataclass(slots=True)
+class EventSources:
+    """Enabled subscriptions grouped by ``source_key``: the subscriptions one real event reaches.
+
+    ``leaders`` lists the first subscription of each group, in creation order. ``members``
+    maps a leader to its whole group, leader first, only for groups of two or more, so a
+    list without shared conditions costs no container per subscription.
+    """
+
+    leaders: list[Subscription]
+    members: dict[Subscription, tuple[Subscription, ...]]
+
+
+def group_event_sources(subscriptions: list[Subscription]) -> EventSources:
+    """Group subscriptions by type, version and condition, whatever their owner or transport."""
+    leader_by_key: dict[str, Subscription] = {}
+    shared: dict[Subscription, list[Subscription]] = {}
+    for subscription in subscriptions:
+        leader = leader_by_key.setdefault(subscription.source_key, subscription)
+        if leader is not subscription:
+            group = shared.get(leader)
+            if group is None:
+                shared[leader] = [leader, subscription]
+            else:
+                group.append(subscription)
+    members = {leader: tuple(group) for leader, group in shared.items()}
+    return EventSources(list(leader_by_key.values()), members)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -45,7 +82,11 @@ class GeneratorConfig:
 
 
 class GeneratorRun:
-    """One generator run; ``sent`` counts unique notifications, dropped ones included."""
+    """One generator run.
+
+    ``sent`` counts events, one per event source chosen, dropped ones included.
+    ``fanout_copies`` counts the notifications beyond the first that those events caused.
+    """
 
     def __init__(self, run_id: str, config: GeneratorConfig, state: EmulatorState, router: Router, seed: int) -> None:
         self.id = run_id
@@ -55,22 +96,27 @@ class GeneratorRun:
         self.state = state
         self.router = router
         self.sent = 0
+        self.fanout_copies = 0
         self.duplicates = 0
         self.dropped_disabled = 0
+        self.dropped_fault = 0
         self.done = False
         self.stop_reason: str | None = None
         self.task: asyncio.Task[None] | None = None
-        self._subscriptions: list[Subscription] = []
+        self._sources = EventSources([], {})
         self._cumulative_weights: list[float] | None = None
         self._refreshed_at = 0.0
+        self._subscriptions_version = -1
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "done": self.done,
             "sent": self.sent,
+            "fanout_copies": self.fanout_copies,
             "duplicates": self.duplicates,
             "dropped_disabled": self.dropped_disabled,
+            "dropped_fault": self.dropped_fault,
             "stop_reason": self.stop_reason,
             "seed": self.seed,
         }
@@ -84,7 +130,8 @@ class GeneratorRun:
             raise
         finally:
             self.done = True
-            logger.info("generator %s finished (%s): %d sent", self.id, self.stop_reason, self.sent)
+            logger.info("generator %s finished (%s): %d events sent, %d fan-out copies",
+                        self.id, self.stop_reason, self.sent, self.fanout_copies)
 
     async def _loop(self) -> str:
         config = self.config
@@ -101,79 +148,110 @@ class GeneratorRun:
             if due <= 0:
                 await asyncio.sleep(max(0.0005, self.sent / config.rate - elapsed))
                 continue
-            subscriptions = self._current_subscriptions()
-            if not subscriptions:
+            sources = self._current_sources()
+            if not sources.leaders:
                 return "no enabled subscriptions"
-            await self._send_batch(subscriptions, min(due, MAX_BATCH))
+            await self._send_batch(sources, min(due, MAX_BATCH))
             await asyncio.sleep(0)
 
-    def _current_subscriptions(self) -> list[Subscription]:
+    def _current_sources(self) -> EventSources:
+        """Return the event sources, grouped again only when the subscription list has changed."""
         now = time.monotonic()
-        if now - self._refreshed_at >= SUBSCRIPTION_REFRESH_S:
-            self._subscriptions, self._cumulative_weights = self._weighted(self.state.enabled_subscriptions(self.config.types))
-            self._refreshed_at = now
-        return self._subscriptions
+        if now - self._refreshed_at < SUBSCRIPTION_REFRESH_S:
+            return self._sources
+        self._refreshed_at = now
+        version = self.state.subscriptions_version
+        if version != self._subscriptions_version:
+            sources = group_event_sources(self.state.enabled_subscriptions(self.config.types))
+            leaders, self._cumulative_weights = self._weighted(sources.leaders)
+            self._sources = EventSources(leaders, sources.members)
+            self._subscriptions_version = version
+        return self._sources
 
-    def _weighted(self, subscriptions: list[Subscription]) -> tuple[list[Subscription], list[float] | None]:
-        """Drop subscriptions of weight 0 and return the rest with cumulative weights (None: all equal)."""
+    def _weighted(self, leaders: list[Subscription]) -> tuple[list[Subscription], list[float] | None]:
+        """Drop sources of weight 0 and return the rest with cumulative weights (None: all equal).
+
+        The subscriptions of one source share type and condition, so the leader gives the weight.
+        """
         type_weights, channel_weights = self.config.type_weights, self.config.channel_weights
         if type_weights is None and channel_weights is None:
-            return subscriptions, None
+            return leaders, None
         kept: list[Subscription] = []
         cumulative: list[float] = []
         total = 0.0
-        for subscription in subscriptions:
+        for leader in leaders:
             weight = 1.0
             if type_weights is not None:
-                weight *= type_weights.get(subscription.type, 0.0)
+                weight *= type_weights.get(leader.type, 0.0)
             if channel_weights is not None:
-                weight *= channel_weights.get(subscription.condition.get("broadcaster_user_id", ""), 0.0)
+                weight *= channel_weights.get(leader.condition.get("broadcaster_user_id", ""), 0.0)
             if weight > 0:
                 total += weight
-                kept.append(subscription)
+                kept.append(leader)
                 cumulative.append(total)
         return kept, cumulative
 
-    def _choose(self, subscriptions: list[Subscription]) -> Subscription:
+    def _choose(self, leaders: list[Subscription]) -> Subscription:
         if self._cumulative_weights is None:
-            return self.rng.choice(subscriptions)
-        return self.rng.choices(subscriptions, cum_weights=self._cumulative_weights)[0]
+            return self.rng.choice(leaders)
+        return self.rng.choices(leaders, cum_weights=self._cumulative_weights)[0]
 
-    async def _send_batch(self, subscriptions: list[Subscription], size: int) -> None:
-        """Build ``size`` frames, group them per session, then write each session's frames in a row."""
+    async def _send_batch(self, sources: EventSources, size: int) -> None:
+        """Build ``size`` events and one notification per member of each event's source, then write them.
+
+        Frames are grouped per session, so each session's frames go out in a row.
+        """
         rng = self.rng
         options = {"chat_text_bytes": self.config.chat_text_bytes}
-        outgoing: dict[Session, list[tuple[Shard | None, bytes, Subscription | None]]] = {}
+        outgoing: Outgoing = {}
         for _ in range(size):
-            subscription = self._choose(subscriptions)
+            leader = self._choose(sources.leaders)
             self.sent += 1
             self.state.counters.sent += 1
-            target = self.router.pick(subscription)
-            if target is None:
-                self.dropped_disabled += 1
-                continue
-            event = payloads.build_event(subscription, rng, options)
-            data = frames.notification(subscription, event, self.state.sent_log, timestamp=self.state.timestamp())
-            outgoing.setdefault(target[0], []).append((target[1], data, subscription))
-            if self.config.duplicate_ratio and rng.random() < self.config.duplicate_ratio:
-                self._add_duplicate(subscription, target, data, outgoing)
+            members = sources.members.get(leader)
+            if members is None:
+                members = (leader,)
+            else:
+                self.fanout_copies += len(members) - 1
+                self.state.counters.fanout_copies += len(members) - 1
+            # The body is built once, when the first member has a target, so an event that
+            # no member can receive draws nothing from ``rng``.
+            event: dict[str, Any] | None = None
+            for subscription in members:
+                target = self.router.pick(subscription)
+                if target is None:
+                    self.dropped_disabled += 1
+                    continue
+                if event is None:
+                    event = payloads.build_event(subscription, rng, options)
+                data = frames.notification(subscription, event, self.state.sent_log, timestamp=self.state.timestamp())
+                outgoing.setdefault(target[0], []).append((target[1], data, subscription, False))
+                if self.config.duplicate_ratio and rng.random() < self.config.duplicate_ratio:
+                    self._add_duplicate(subscription, target, data, outgoing)
+        await self._write(outgoing)
+
+    async def _write(self, outgoing: Outgoing) -> None:
+        """Write the frames. The delivery-drop fault decides each write of a frame on its own."""
+        router = self.router
+        fault_active = any(ratio > 0.0 for ratio in self.state.delivery_drop_ratios.values())
         for session, items in outgoing.items():
-            for shard, data, original in items:
-                if original is None:
-                    await self.router.deliver(session, shard, data)  # a deliberate copy: no retry, no drop
+            for shard, data, subscription, duplicate in items:
+                if fault_active and router.drops_by_fault(subscription):
+                    self.dropped_fault += 1
+                elif duplicate:
+                    await router.deliver(session, shard, data)  # an injected copy: no retry, no drop count
                 else:
-                    await self.router.deliver_or_retry(original, session, shard, data)
+                    await router.deliver_or_retry(subscription, session, shard, data)
 
     def _add_duplicate(
-        self, subscription: Subscription, target: tuple[Session, Shard | None], data: bytes,
-        outgoing: dict[Session, list[tuple[Shard | None, bytes, Subscription | None]]],
+        self, subscription: Subscription, target: tuple[Session, Shard | None], data: bytes, outgoing: Outgoing,
     ) -> None:
         self.duplicates += 1
         self.state.counters.duplicates_injected += 1
         duplicate_target = target
         if self.rng.random() < self.config.duplicate_other_shard_ratio:
             duplicate_target = self._other_enabled_target(subscription, target[0]) or target
-        outgoing.setdefault(duplicate_target[0], []).append((duplicate_target[1], data, None))
+        outgoing.setdefault(duplicate_target[0], []).append((duplicate_target[1], data, subscription, True))
 
     def _other_enabled_target(self, subscription: Subscription, session: Session) -> tuple[Session, Shard | None] | None:
         conduit = self.state.conduits.get(subscription.conduit_id or "")

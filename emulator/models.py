@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
+
 ENABLED = "enabled"
 DISCONNECTED = "websocket_disconnected"
 FAILED_TO_RECONNECT = "websocket_failed_to_reconnect"
@@ -72,7 +74,9 @@ class Subscription:
 
     ``user_id`` is the owner of a user-token (WebSocket transport) subscription, None for
     app-token ones. ``disabled_at`` is the monotonic time a WebSocket subscription lost its
-    session.
+    session. ``source_key`` encodes type, version and the sorted condition: subscriptions
+    with equal keys receive the same real events, whatever their owner or transport. It is a
+    string because Python caches a string's hash, which keeps grouping 100,000 subscriptions fast.
     """
 
     id: str
@@ -88,6 +92,10 @@ class Subscription:
     status: str = ENABLED
     user_id: str | None = None
     disabled_at: float | None = None
+    source_key: str = dataclasses.field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.source_key = orjson.dumps([self.type, self.version, sorted(self.condition.items())]).decode()
 
     @property
     def conduit_id(self) -> str | None:

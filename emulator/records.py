@@ -5,6 +5,10 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+# Transports a delivery-drop fault can target: "conduit" for conduit subscriptions and
+# "websocket" for plain WebSocket subscriptions.
+DELIVERY_TRANSPORTS = ("conduit", "websocket")
+
 
 class Counters:
     """Delivery and traffic counters served by ``GET /_emulator/counters``."""
@@ -14,10 +18,13 @@ class Counters:
 
     def reset(self) -> None:
         self.sent = 0
+        self.fanout_copies = 0
         self.delivered = 0
         self.duplicates_injected = 0
         self.retried_other_shard = 0
         self.dropped_disabled = 0
+        self.dropped_fault = 0
+        self.dropped_fault_by_transport: collections.Counter[str] = collections.Counter()
         self.overlap_resent = 0
         self.revocations_sent = 0
         self.rate_limited = 0
@@ -38,10 +45,15 @@ class Counters:
         }
         body: dict[str, Any] = {
             "sent": self.sent,
+            "fanout_copies": self.fanout_copies,
             "delivered": self.delivered,
             "duplicates_injected": self.duplicates_injected,
             "retried_other_shard": self.retried_other_shard,
             "dropped_disabled": self.dropped_disabled,
+            "dropped_fault": self.dropped_fault,
+            "dropped_fault_by_transport": {
+                transport: self.dropped_fault_by_transport[transport] for transport in DELIVERY_TRANSPORTS
+            },
             "overlap_resent": self.overlap_resent,
             "revocations_sent": self.revocations_sent,
             "rate_limited": self.rate_limited,

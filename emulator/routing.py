@@ -116,6 +116,21 @@ class Router:
                 self.counters.per_shard_delivered[shard.id] += 1
         return sent
 
+    def drops_by_fault(self, subscription: Subscription) -> bool:
+        """Decide whether the delivery-drop fault loses one notification for ``subscription``, and count the loss.
+
+        ``conduit.shard.disabled`` notifications are exempt, and revocations never pass here.
+        """
+        transport = "websocket" if subscription.session_id is not None else "conduit"
+        ratio = self.state.delivery_drop_ratios[transport]
+        if ratio <= 0.0 or subscription.type == SHARD_DISABLED_TYPE:
+            return False
+        if self.state.delivery_drop_rng.random() >= ratio:
+            return False
+        self.counters.dropped_fault += 1
+        self.counters.dropped_fault_by_transport[transport] += 1
+        return True
+
     async def notify(self, subscription: Subscription, event: dict[str, Any]) -> bool:
         """Send one notification for ``subscription``; return False when it was dropped."""
         self.counters.sent += 1
@@ -123,6 +138,8 @@ class Router:
         if target is None:
             return False
         data = frames.notification(subscription, event, self.state.sent_log, timestamp=self.state.timestamp())
+        if self.drops_by_fault(subscription):
+            return False
         return await self.deliver_or_retry(subscription, target[0], target[1], data)
 
     async def revoke(self, subscription: Subscription) -> bool:

@@ -15,7 +15,7 @@ from .clock import MessageClock, rfc3339_now
 from .models import (
     CONDUIT_DELETED, DISCONNECTED, ENABLED, FAILED_TO_RECONNECT, WEBHOOK_PENDING, Conduit, Shard, Subscription, Token,
 )
-from .records import Counters, DeliveryLog, HelixLog, SentLog, shard_sort_key
+from .records import DELIVERY_TRANSPORTS, Counters, DeliveryLog, HelixLog, SentLog, shard_sort_key
 from .ratelimit import TokenBucket
 from .settings import EmulatorSettings
 from .tokens import TokenStore
@@ -46,6 +46,11 @@ class EmulatorState:
         self.helix_log = HelixLog(settings.helix_log_size)
         self.helix_latency_ms = 0
         self.websocket_latency_ms = 0
+        # Share of notifications that the delivery-drop fault loses, by transport. The
+        # decisions come from their own generator, so they never shift the routing retries or
+        # a generator run's choices. With a settings seed the decisions repeat.
+        self.delivery_drop_ratios: dict[str, float] = dict.fromkeys(DELIVERY_TRANSPORTS, 0.0)
+        self.delivery_drop_rng = random.Random(None if settings.seed is None else f"delivery-drop:{settings.seed}")
         self.sessions: dict[str, Session] = {}
         self.shards_by_session: dict[str, set[Shard]] = collections.defaultdict(set)
         self.subscriptions_by_session: dict[str, set[str]] = collections.defaultdict(set)
@@ -60,6 +65,9 @@ class EmulatorState:
         self._same_condition: collections.Counter[tuple[Any, ...]] = collections.Counter()
         self._seq_order: list[int] = []
         self._id_by_seq: dict[int, str] = {}
+        # Changes whenever a subscription is added, deleted or changes status, so readers
+        # such as the load generator rebuild what they derive from the list only then.
+        self.subscriptions_version = 0
 
     # Tokens
 
@@ -182,6 +190,7 @@ class EmulatorState:
         self._seq_order.append(subscription.seq)
         self._id_by_seq[subscription.seq] = subscription.id
         self._track_enabled(subscription, 1)
+        self.subscriptions_version += 1
         if subscription.session_id is not None:
             self.subscriptions_by_session[subscription.session_id].add(subscription.id)
         return subscription
@@ -195,6 +204,8 @@ class EmulatorState:
             self._track_enabled(subscription, -1)
         elif subscription.status != ENABLED and status == ENABLED:
             self._track_enabled(subscription, 1)
+        if subscription.status != status:
+            self.subscriptions_version += 1
         subscription.status = status
         if status != ENABLED:
             self.conflicts.pop(subscription.conflict_key(), None)
@@ -203,6 +214,7 @@ class EmulatorState:
     def delete_subscription(self, subscription: Subscription) -> None:
         del self.subscriptions[subscription.id]
         del self._id_by_seq[subscription.seq]
+        self.subscriptions_version += 1
         if subscription.status == ENABLED:
             self._track_enabled(subscription, -1)
         key = subscription.conflict_key()
