@@ -147,8 +147,14 @@ async def test_rollback_when_the_conduit_drops_events(fleet):
     await fleet.control("POST", "/delivery-drop", {"transport": "conduit", "ratio": 0})
 
     async def conduit_subscriptions_gone() -> bool:
-        page = await fleet.helix("GET", "/eventsub/subscriptions", status="enabled", type="stream.online")
-        on_conduit = {s["condition"]["broadcaster_user_id"] for s in page["data"]}
+        on_conduit, params = set(), {"type": "stream.online"}
+        while True:
+            page = await fleet.helix("GET", "/eventsub/subscriptions", **params)
+            on_conduit |= {s["condition"]["broadcaster_user_id"] for s in page["data"] if s["status"] == "enabled"}
+            cursor = (page.get("pagination") or {}).get("cursor")
+            if not cursor:
+                break
+            params["after"] = cursor
         return not on_conduit & set(batch)
 
     await fleet.wait_for(conduit_subscriptions_gone, 30, "the batch's conduit subscriptions deleted")
