@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(VENV)/bin/conduit-fleet dev --channels 1000 --types $(RUN_TYPES) $(ARGS)
+	$(VENV)/bin/conduit-fleet dev --channels 1000 --legacy-channels 100 --types $(RUN_TYPES) $(ARGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

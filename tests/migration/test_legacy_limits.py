@@ -76,3 +76,37 @@ async def test_legacy_limits_and_reconnect(fleet):
     assert took_twitch_s < 10, f"re-creating took {took_twitch_s:.1f} s of Twitch time"
     connections = await fleet.redis.hgetall(fleet.keys.legacy_connections)
     assert len(connections) == 3
+
+
+async def test_legacy_session_reconnect_keeps_subscriptions(fleet):
+    ids = [str(FIRST_ID + i) for i in range(30)]
+    await fleet.start_emulator()
+    await fleet.use_legacy_user(ids)
+    fleet.shard_count = 2
+    fleet.start_coordinator()
+    fleet.start_worker("worker-1")
+    await fleet.add_channels(30, ["stream.online:1"], first_id=FIRST_ID, mode="websocket")
+
+    async def subscribed() -> bool:
+        return await fleet.helix_as_user_count() == 30
+
+    await fleet.wait_for(subscribed, 30, "30 legacy subscriptions")
+    creates_before = (await fleet.control("GET", "/counters"))["helix_calls"].get("POST /eventsub/subscriptions", 0)
+    sessions = await fleet.legacy_sessions()
+    assert len(sessions) == 3  # 30 channels spread over the 3 connections
+    await fleet.control("POST", "/sessions/reconnect", {"session_ids": [s["id"] for s in sessions]})
+
+    async def moved() -> bool:
+        return fleet.processes["worker-1"].output().count("followed session_reconnect") == 3
+
+    await fleet.wait_for(moved, 30, "the worker following session_reconnect on the 3 legacy sockets")
+    await fleet.generate(rate=300, count=300, types=["stream.online"])
+    await fleet.wait_published(300)
+    counters = await fleet.control("GET", "/counters")
+    assert counters["helix_calls"].get("POST /eventsub/subscriptions", 0) == creates_before
+    assert counters["closed_4007"] == 0
+    assert await fleet.helix_as_user_count() == 30
+    entries = await fleet.stream_entries()
+    assert len(entries) == 300
+    assert {entry["transport"] for entry in entries} == {b"websocket"}
+    assert {entry["shard_id"] for entry in entries} == {b"legacy-0", b"legacy-1", b"legacy-2"}
