@@ -293,8 +293,9 @@ class MigrationController:
         state.rollback = {"at_ms": now_ms, "reason": reason, "automatic": automatic, "channels": len(ids),
                           "batch": state.batch_number, "phase": state.phase}
         self._record(state, "rolled_back", ids, summary or {}, reason=reason)
-        state.status = "paused" if state.status != "not_started" else state.status
-        state.paused_reason = f"rolled back: {reason}"
+        if state.status != "not_started":
+            state.status = "paused"
+            state.paused_reason = f"rolled back: {reason}"
         state.step = "idle"
         state.batch = []
         state.baseline = {}
