@@ -252,7 +252,9 @@ class MigrationController:
         ids = [b for b in state.batch if b in channels and channels[b].transport_mode == "both"]
         if ids:
             await self.store.set_mode(ids, "conduit")
-        self._record(state, "passed", ids, verdict.summary)
+        # A previous leader may have moved part of the batch before it died; record the whole batch.
+        moved = [b for b in state.batch if b in channels]
+        self._record(state, "passed", moved, verdict.summary)
         log.info("migration batch %d passed its soak: %d channels on the conduit", state.batch_number, len(ids))
         state.batch = []
         state.step = "idle"

@@ -183,3 +183,37 @@ async def test_rollback_when_the_conduit_drops_events(fleet):
                 transports.add(fields[b"transport"])
     assert transports == {b"websocket"}
     assert ids  # the fleet ran with every channel
+
+
+async def test_migration_resumes_after_leader_failover(fleet):
+    await _start(fleet, 150)
+    fleet.start_coordinator("standby")
+    settings = _settings(fleet)
+    run = await fleet.control("POST", "/generate", {"rate": 100, "duration_s": 600, "types": ["stream.online"]})
+    await send_command(fleet.redis, settings, "start", timeout_s=20)
+
+    async def mid_batch_in_phase_two() -> bool:
+        state = await load_state(fleet.redis, fleet.keys)
+        return state.phase == 2 and state.step == "soaking"
+
+    await fleet.wait_for(mid_batch_in_phase_two, 120, "a batch soaking in phase 2")
+    old_epoch = int(await fleet.redis.get(fleet.keys.leader_epoch))
+    fleet.kill("coordinator")
+
+    async def completed() -> bool:
+        state = await load_state(fleet.redis, fleet.keys)
+        assert state.status in ("running", "completed"), f"migration stopped: {state.paused_reason}"
+        return state.status == "completed"
+
+    await fleet.wait_for(completed, 180, "the standby to finish the migration")
+    assert int(await fleet.redis.get(fleet.keys.leader_epoch)) == old_epoch + 1
+    await asyncio.sleep(1)
+    generated = await fleet.control("DELETE", f"/generate/{run['id']}")
+    await asyncio.sleep(3)
+
+    grouped = await _entries_by_event(fleet)
+    assert max(len(entries) for entries in grouped.values()) == 1, "an event was published twice"
+    assert len(grouped) == generated["sent"], f"{generated['sent'] - len(grouped)} events lost"
+    state = await load_state(fleet.redis, fleet.keys)
+    passed = [entry for entry in state.history if entry["verdict"] == "passed"]
+    assert sum(entry["channels"] for entry in passed) == 150  # no batch moved twice or skipped
