@@ -74,6 +74,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "clear", help="clear the failed or needs-re-consent state of channels so the reconciler tries again")
     clear.add_argument("broadcaster_ids", nargs="+", help="numeric Twitch user ids")
     clear.set_defaults(handler=_channels_clear)
+    mode = channel_commands.add_parser(
+        "mode", help="set the transport mode of stored channels (websocket and both use the legacy connections)")
+    mode.add_argument("mode", choices=("websocket", "both", "conduit"), help="new transport mode")
+    mode.add_argument("broadcaster_ids", nargs="+", help="numeric Twitch user ids of stored channels")
+    mode.set_defaults(handler=_channels_mode)
 
     conduit = commands.add_parser("conduit", help="show or resize the fleet's conduit")
     conduit_commands = conduit.add_subparsers(title="conduit commands", metavar="ACTION")
@@ -82,6 +87,8 @@ def _build_parser() -> argparse.ArgumentParser:
     resize = conduit_commands.add_parser("resize", help="ask the leader to change the shard count")
     resize.add_argument("shard_count", type=int, help="new shard count, 1 to 20000")
     resize.set_defaults(handler=_conduit_resize)
+
+    _add_migrate_parser(commands)
 
     status = commands.add_parser("status", help="show conduit stats, workers and shards")
     status.set_defaults(handler=_status)
@@ -97,6 +104,29 @@ def _build_parser() -> argparse.ArgumentParser:
     from .dev import add_dev_parser
     add_dev_parser(commands)
     return parser
+
+
+def _add_migrate_parser(commands) -> None:
+    migrate = commands.add_parser(
+        "migrate", help="run and inspect the migration from the legacy WebSocket mode to the conduit")
+    migrate_commands = migrate.add_subparsers(title="migration commands", metavar="ACTION")
+    status = migrate_commands.add_parser(
+        "status", help="show the phase, batch, channels per mode, legacy capacity and the transport comparison")
+    status.add_argument("--json", action="store_true", help="print the full status report as JSON")
+    status.set_defaults(handler=_migrate_status)
+    start = migrate_commands.add_parser("start", help="start the migration, or run it again after a pause")
+    start.add_argument("--phase", type=int, default=0,
+                       help="pause after this phase, 1 to the number of CF_MIGRATION_PHASES (default: run through the last)")
+    pause = migrate_commands.add_parser("pause", help="pause the migration; the current batch stays where it is")
+    resume = migrate_commands.add_parser("resume", help="resume a paused migration")
+    rollback = migrate_commands.add_parser(
+        "rollback", help="move the channels of the parallel run (both) back to websocket and pause the migration")
+    rollback.add_argument("--all", action="store_true",
+                          help="also move the channels already on the conduit back to websocket")
+    for name, parser in (("start", start), ("pause", pause), ("resume", resume), ("rollback", rollback)):
+        parser.add_argument("--timeout", type=float, default=30.0,
+                            help="seconds to wait for the leader's response (default 30)")
+        parser.set_defaults(handler=_migrate_command, command=name)
 
 
 def run_until_signal(runner) -> int:
@@ -186,7 +216,7 @@ def _channels_add(args) -> int:
     channels = [make_channel(b, login=args.login, types=types, transport_mode=args.mode) for b in args.broadcaster_ids]
 
     async def body(settings, client, keys):
-        count = await ChannelStore(client, keys).add(channels)
+        count = await ChannelStore(client, keys, settings).add(channels)
         print(f"stored {count} channels")
     _with_redis(body)
     return 0
@@ -196,7 +226,7 @@ def _channels_remove(args) -> int:
     from .channels import ChannelStore
 
     async def body(settings, client, keys):
-        count = await ChannelStore(client, keys).remove(args.broadcaster_ids)
+        count = await ChannelStore(client, keys, settings).remove(args.broadcaster_ids)
         print(f"removed {count} channels")
     _with_redis(body)
     return 0
@@ -206,9 +236,11 @@ def _channels_list(args) -> int:
     from .channels import ChannelStore
 
     async def body(settings, client, keys):
-        for channel in await ChannelStore(client, keys).list():
+        for channel in await ChannelStore(client, keys, settings).list():
             types = ",".join(channel.types) or "(defaults)"
-            print(f"{channel.broadcaster_user_id}\t{channel.login or '-'}\t{channel.transport_mode}\t{types}")
+            # A fallen-back channel is on the legacy connections only until the Conduits API works again.
+            mode = f"{channel.transport_mode} (fallback)" if channel.fallback else channel.transport_mode
+            print(f"{channel.broadcaster_user_id}\t{channel.login or '-'}\t{mode}\t{types}")
     _with_redis(body)
     return 0
 
@@ -220,7 +252,7 @@ def _channels_import(args) -> int:
     channels = parse_file(args.file)
 
     async def body(settings, client, keys):
-        count = await ChannelStore(client, keys).add(channels)
+        count = await ChannelStore(client, keys, settings).add(channels)
         print(f"imported {count} channels from {args.file}")
     _with_redis(body)
     return 0
@@ -264,6 +296,150 @@ def _channels_clear(args) -> int:
         print(f"cleared {count} subscription states; the reconciler tries them again")
     _with_redis(body)
     return 0
+
+
+def _channels_mode(args) -> int:
+    from .channels import ChannelStore, make_channel
+    ids = list(dict.fromkeys(make_channel(b).broadcaster_user_id for b in args.broadcaster_ids))
+
+    async def body(settings, client, keys):
+        # A manual change clears the fallback mark, so the controller leaves the channel where it is put.
+        changed = await ChannelStore(client, keys, settings).set_mode(ids, args.mode, fallback=False)
+        print(f"set {len(changed)} channels to {args.mode} ({len(ids) - len(changed)} already were)")
+    _with_redis(body)
+    return 0
+
+
+def _migrate_status(args) -> int:
+    import orjson
+
+    from .migration import status_report
+
+    async def body(settings, client, keys):
+        report = await status_report(client, settings)
+        if args.json:
+            print(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+        else:
+            print(format_migration_status(report))
+    _with_redis(body)
+    return 0
+
+
+def _migrate_command(args) -> int:
+    from .migration import send_command
+    if args.timeout <= 0:
+        raise ValueError(f"invalid --timeout {args.timeout:g}: expected a number of seconds above 0")
+
+    async def body(settings, client, keys):
+        return await send_command(client, settings, args.command, phase=getattr(args, "phase", 0),
+                                  all_channels=getattr(args, "all", False), timeout_s=args.timeout)
+    try:
+        answer = _with_redis(body)
+    except TimeoutError as exc:
+        print(f"conduit-fleet: error: {exc}", file=sys.stderr)
+        return 1
+    print(answer.get("message", "done"))
+    return 0
+
+
+def _format_time(ms: int) -> str:
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000)) if ms else "-"
+
+
+def format_migration_status(report: dict) -> str:
+    """Render `common.migration.status_report` as the text of `conduit-fleet migrate status`."""
+    lines = [_format_progress(report)]
+    counts = report["channels"]
+    lines.append(f"channels: {counts['total']} in all; websocket {counts['websocket']}, both {counts['both']}, "
+                 f"conduit {counts['conduit']} ({report['conduit_percent']:g} % on the conduit), "
+                 f"fell back {counts['fallback']}")
+    lines.extend(_format_legacy(report["legacy"]))
+    comparison = report["comparison"]
+    if comparison["current_batch"] is None:
+        lines.append("comparison, current batch: none (no batch is soaking)")
+    else:
+        lines.extend(_format_comparison("comparison, current batch", comparison["current_batch"]))
+    lines.extend(_format_comparison("comparison, all time", comparison["all_time"]))
+    lines.append(_format_rollback(report["rollback"]))
+    lines.append(_format_fallback(report["fallback"]))
+    return "\n".join(lines)
+
+
+def _format_progress(report: dict) -> str:
+    phases = report["phases"]
+    text = f"migration: {report['status']}"
+    if report["phase"]:
+        text += (f", phase {report['phase']} of {len(phases)} (target {report['phase_target_percent']} % "
+                 f"on the conduit), step {report['step']}")
+    if report["stop_after_phase"]:
+        text += f", pauses after phase {report['stop_after_phase']}"
+    if report["paused_reason"]:
+        text += f"\n  {report['paused_reason']}"
+    batch = report["batch"]
+    if batch["number"]:
+        text += f"\nbatch {batch['number']}: {batch['channels']} channels, started {_format_time(batch['started_at_ms'])}"
+        if batch["soak_started_at_ms"]:
+            text += f", soaking since {_format_time(batch['soak_started_at_ms'])} (soak {batch['soak_seconds']:g} s)"
+    return text
+
+
+def _format_legacy(legacy: dict) -> list[str]:
+    lines = [f"legacy capacity: {legacy['used']} / {legacy['capacity']} subscriptions placed "
+             f"({legacy['per_connection']} per connection)"]
+    connections = {int(c.get("slot", -1)): c for c in legacy["connections"]}
+    for slot, placed in sorted((int(slot), count) for slot, count in legacy["load"].items()):
+        connection = connections.get(slot)
+        text = f"  legacy-{slot}: {placed} / {legacy['per_connection']} placed"
+        if connection is None:
+            text += ", no worker has reported this connection"
+        else:
+            text += (f", {connection.get('subscriptions', 0)} subscribed, {connection.get('state', '?')} on "
+                     f"{connection.get('worker_id') or '-'}, {connection.get('disconnects', 0)} disconnects")
+            if connection.get("last_error"):
+                text += f", last error: {connection['last_error']}"
+        lines.append(text)
+    return lines
+
+
+def _format_comparison(title: str, section: dict) -> list[str]:
+    lines = [f"{title} ({section['compared']} events compared):",
+             f"  {'transport':<10} {'seen':>8} {'missed':>8} {'loss %':>7} {'mean ms':>8} {'p95 ms':>8} "
+             f"{'disconnects/h':>13} {'Helix failure streak':>20}"]
+    for transport, figures in section["transports"].items():
+        mean = figures["mean_latency_ms"]
+        lines.append(
+            f"  {transport:<10} {figures['seen']:>8} {figures['missed']:>8} {100 * figures['loss_ratio']:>7.1f} "
+            f"{'-' if mean is None else f'{mean:.0f}':>8} {figures.get('p95_latency_ms', 0):>8.0f} "
+            f"{figures.get('disconnects_last_hour', 0):>13} {figures.get('helix_failure_streak', 0):>20}")
+    return lines
+
+
+def _format_rollback(rollback: dict) -> str:
+    if not rollback:
+        return "last rollback: none"
+    kind = "automatic" if rollback.get("automatic") else "manual"
+    # A manual rollback before the first batch has no phase or batch to name.
+    where = f"phase {rollback.get('phase', 0)} batch {rollback['batch']}, " if rollback.get("batch") else ""
+    return (f"last rollback: {_format_time(rollback.get('at_ms', 0))}, {kind}, {where}"
+            f"{rollback.get('channels', 0)} channels: {rollback.get('reason', '')}")
+
+
+def _format_fallback(fallback: dict) -> str:
+    state = fallback.get("state", "idle")
+    if state == "active":
+        return (f"fallback: active since {_format_time(fallback.get('since_ms', 0))}: {fallback.get('channels', 0)} "
+                f"channels on the legacy connections, {fallback.get('left_on_conduit', 0)} did not fit and stay on "
+                "the conduit")
+    if state == "returning":
+        return (f"fallback: returning: {len(fallback.get('returning', []))} channels run on both transports until "
+                "their conduit subscriptions exist")
+    text = "fallback: not active"
+    if fallback.get("down_since_ms"):
+        text += f"; the Conduits API has failed since {_format_time(fallback['down_since_ms'])}"
+    if fallback.get("returned_at_ms"):
+        text += f"; the last fallback ended {_format_time(fallback['returned_at_ms'])}"
+    return text
 
 
 def _conduit_show(args) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import time
 
 import msgspec
@@ -16,11 +17,21 @@ from common.channels import (
     make_channel,
 )
 from common.keys import Keys
+from common.legacy import LegacyCapacityError
+from common.migration import MigrationError, send_command, status_report
 from common.models import NEEDS_HUMAN_STATUSES, ShardState, Subscription
 from common.settings import Settings
 
 MAX_CHANNELS_PER_REQUEST = 10_000
 SUBSCRIPTIONS_CACHE_S = 10.0
+# Seconds a migration command request waits for the controller's response before it returns 503. It is
+# shorter than the CLI's 30 s, so an HTTP client is not held long while no leader runs.
+MIGRATION_COMMAND_TIMEOUT_S = 10.0
+# Body fields that each migration command accepts, with their type.
+MIGRATION_COMMAND_FIELDS = {"start": {"phase": int}, "pause": {}, "resume": {}, "rollback": {"all": bool}}
+_TYPE_NAMES = {int: "whole number", bool: "boolean (true or false)"}
+
+log = logging.getLogger(__name__)
 
 _state_decoder = msgspec.json.Decoder(ShardState)
 _subscription_decoder = msgspec.json.Decoder(Subscription)
@@ -72,6 +83,46 @@ def channels_from_body(body) -> list:
     return channels
 
 
+def mode_change_from_body(body) -> tuple[str, list[str]]:
+    """Validate a POST /api/channels/mode body and return the mode and the broadcaster ids."""
+    if not isinstance(body, dict):
+        raise ChannelError('expected a JSON object, e.g. {"mode": "both", "broadcaster_ids": ["12826"]}')
+    mode = body.get("mode")
+    if not isinstance(mode, str):
+        raise ChannelError("missing mode: expected one of websocket, both, conduit")
+    ids = body.get("broadcaster_ids")
+    if not isinstance(ids, list) or not ids:
+        raise ChannelError("missing broadcaster_ids: expected a non-empty list of numeric Twitch user ids")
+    if len(ids) > MAX_CHANNELS_PER_REQUEST:
+        raise ChannelError(f"too many broadcaster ids in one request ({len(ids)}): send at most {MAX_CHANNELS_PER_REQUEST}")
+    validated = []
+    for index, broadcaster in enumerate(ids):
+        if isinstance(broadcaster, bool) or not isinstance(broadcaster, (str, int)):
+            raise ChannelError(f"broadcaster_ids[{index}]: expected a numeric Twitch user id, got {broadcaster!r}")
+        try:
+            validated.append(make_channel(str(broadcaster)).broadcaster_user_id)
+        except ChannelError as exc:
+            raise ChannelError(f"broadcaster_ids[{index}]: {exc}") from exc
+    return mode, list(dict.fromkeys(validated))
+
+
+def migration_options_from_body(command: str, body) -> dict:
+    """Validate the optional body of POST /api/migration/<command> and return its fields."""
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise MigrationError(f"expected a JSON object as the body of {command}, or no body")
+    accepted = MIGRATION_COMMAND_FIELDS[command]
+    unknown = sorted(set(body) - set(accepted))
+    if unknown:
+        allowed = ", ".join(accepted) or "no fields"
+        raise MigrationError(f"unknown field {unknown[0]!r} for {command}: it accepts {allowed}")
+    for name, kind in accepted.items():
+        if name in body and type(body[name]) is not kind:
+            raise MigrationError(f"invalid {name}={body[name]!r} for {command}: expected a {_TYPE_NAMES[kind]}")
+    return body
+
+
 class ApiViews:
     """Handlers of the `/api/...` routes."""
 
@@ -79,7 +130,7 @@ class ApiViews:
         self._settings = settings
         self._client = client
         self._keys = Keys(settings.key_prefix)
-        self._channels = ChannelStore(client, self._keys)
+        self._channels = ChannelStore(client, self._keys, settings)
         self._subscriptions_cache: tuple[float, dict] | None = None
 
     def add_routes(self, app: web.Application) -> None:
@@ -89,9 +140,12 @@ class ApiViews:
         app.router.add_get("/api/subscriptions", self.subscriptions)
         app.router.add_get("/api/channels", self.list_channels)
         app.router.add_post("/api/channels", self.add_channels)
+        app.router.add_post("/api/channels/mode", self.set_channel_mode)
         app.router.add_delete("/api/channels/{broadcaster_id}", self.remove_channel)
         app.router.add_get("/api/alerts", self.alerts)
         app.router.add_get("/api/migration", self.migration)
+        for command in MIGRATION_COMMAND_FIELDS:
+            app.router.add_post(f"/api/migration/{command}", self.migration_command(command))
         app.router.add_get("/api/history", self.history)
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -180,7 +234,13 @@ class ApiViews:
         limit = _int_query(request, "limit", 1000, 100_000)
         offset = _int_query(request, "offset", 0, 10**9)
         channels = await self._channels.list()
-        page = [orjson.loads(_channel_encoder.encode(channel)) for channel in channels[offset:offset + limit]]
+        page = []
+        for channel in channels[offset:offset + limit]:
+            # The encoder leaves out default fields, but the mode and the fallback flag are always shown.
+            row = orjson.loads(_channel_encoder.encode(channel))
+            row["transport_mode"] = channel.transport_mode
+            row["fallback"] = channel.fallback
+            page.append(row)
         return json_response({"data": page, "total": len(channels)})
 
     async def add_channels(self, request: web.Request) -> web.Response:
@@ -192,8 +252,25 @@ class ApiViews:
             channels = channels_from_body(body)
         except ChannelError as exc:
             return error_response(400, str(exc))
-        stored = await self._channels.add(channels)
+        try:
+            stored = await self._channels.add(channels)
+        except LegacyCapacityError as exc:
+            return error_response(400, str(exc))
         return json_response({"stored": stored})
+
+    async def set_channel_mode(self, request: web.Request) -> web.Response:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return error_response(400, f"invalid JSON body: {exc}")
+        try:
+            mode, ids = mode_change_from_body(body)
+            # A manual change clears the fallback mark, so the controller leaves the channel where it is put.
+            changed = await self._channels.set_mode(ids, mode, fallback=False)
+        except (ChannelError, LegacyCapacityError) as exc:
+            return error_response(400, str(exc))
+        log.info("API set %d of %d channels to transport mode %s", len(changed), len(ids), mode)
+        return json_response({"mode": mode, "changed": len(changed), "unchanged": len(ids) - len(changed)})
 
     async def remove_channel(self, request: web.Request) -> web.Response:
         broadcaster_id = request.match_info["broadcaster_id"]
@@ -208,9 +285,42 @@ class ApiViews:
         return json_response(await read_alerts(self._client, self._keys, recent))
 
     async def migration(self, request: web.Request) -> web.Response:
-        # NOTE: the legacy WebSocket mode and the migration controller do not exist yet.
-        return json_response({"state": "not_started",
-                              "message": "migration is not running: the legacy WebSocket mode is not built yet"})
+        report = await status_report(self._client, self._settings)
+        # The legacy load is keyed by slot number, and OPT_NON_STR_KEYS writes those keys as JSON strings.
+        return web.Response(body=orjson.dumps(report, option=orjson.OPT_NON_STR_KEYS), content_type="application/json")
+
+    def migration_command(self, command: str):
+        """Return the handler of POST /api/migration/<command>, which queues it for the leader's controller."""
+
+        async def handler(request: web.Request) -> web.Response:
+            raw = await request.read()
+            try:
+                body = orjson.loads(raw) if raw.strip() else None
+            except orjson.JSONDecodeError as exc:
+                return error_response(400, f"invalid JSON body: {exc}")
+            try:
+                options = migration_options_from_body(command, body)
+                if options.get("phase") is not None:
+                    phases = len(self._settings.phase_targets)
+                    if not 1 <= options["phase"] <= phases:
+                        raise MigrationError(f"invalid phase {options['phase']}: expected 1 to {phases} "
+                                             f"(CF_MIGRATION_PHASES={self._settings.migration_phases})")
+            except MigrationError as exc:
+                return error_response(400, str(exc))
+            try:
+                answer = await send_command(self._client, self._settings, command, phase=options.get("phase", 0),
+                                            all_channels=options.get("all", False),
+                                            timeout_s=MIGRATION_COMMAND_TIMEOUT_S)
+            except MigrationError as exc:
+                log.info("API migration %s rejected by the controller: %s", command, exc)
+                return error_response(409, str(exc))
+            except TimeoutError as exc:
+                log.warning("API migration %s: %s", command, exc)
+                return error_response(503, str(exc))
+            log.info("API migration %s: %s", command, answer.get("message", ""))
+            return json_response({"ok": True, "message": answer.get("message", "")})
+
+        return handler
 
     async def history(self, request: web.Request) -> web.Response:
         raw = await self._client.lrange(self._keys.history, 0, -1)

@@ -321,10 +321,117 @@
     byId("subs-reconsent-total").textContent = subs.needs_reconsent_total ? t("subs.total", { value: subs.needs_reconsent_total }) : "";
   }
 
+  // A translated label for an API value, or the value itself when no translation exists.
+  function label(prefix, value) {
+    const key = prefix + value;
+    return key in MESSAGES.en ? t(key) : String(value);
+  }
+
   function renderMigration() {
-    const migration = state.data.migration ? state.data.migration.body : { state: "not_started" };
-    const key = "migration." + migration.state;
-    byId("migration-state").textContent = key in MESSAGES.en ? t(key) : migration.state;
+    const report = state.data.migration ? state.data.migration.body : null;
+    if (!report || !report.channels) return;  // no response yet: the banner names the failed request
+    const status = byId("migration-status");
+    status.textContent = label("migration.status.", report.status);
+    status.className = "badge migration-" + report.status;
+    byId("migration-paused").textContent = report.paused_reason || "";
+    let phase = report.phase
+      ? t("migration.phaseValue", { phase: report.phase, count: report.phases.length, target: report.phase_target_percent })
+      : t("migration.phaseNone");
+    if (report.stop_after_phase) phase += t("migration.stopAfter", { phase: report.stop_after_phase });
+    byId("migration-phase").textContent = phase;
+    byId("migration-step").textContent = label("migration.step.", report.step);
+    byId("migration-batch").textContent = batchText(report.batch);
+    byId("migration-rollback").textContent = rollbackText(report.rollback);
+    byId("migration-fallback").textContent = fallbackText(report.fallback);
+    renderModes(report);
+    renderLegacy(report.legacy);
+    renderComparison(report.comparison);
+  }
+
+  function batchText(batch) {
+    if (!batch.number) return t("migration.batchNone");
+    let text = t("migration.batchValue", { number: batch.number, channels: formatNumber(batch.channels),
+      time: formatTime(batch.started_at_ms) });
+    if (batch.soak_started_at_ms) {
+      text += t("migration.soakValue", { time: formatTime(batch.soak_started_at_ms), seconds: formatNumber(batch.soak_seconds) });
+    }
+    return text;
+  }
+
+  function rollbackText(rollback) {
+    if (!rollback || !rollback.at_ms) return t("migration.rollbackNone");
+    // A manual rollback before the first batch has no phase or batch to name.
+    return t(rollback.batch ? "migration.rollbackValue" : "migration.rollbackNoBatch", {
+      time: formatTime(rollback.at_ms), kind: t(rollback.automatic ? "migration.automatic" : "migration.manual"),
+      phase: rollback.phase, batch: rollback.batch, channels: formatNumber(rollback.channels), reason: rollback.reason,
+    });
+  }
+
+  function fallbackText(fallback) {
+    const current = (fallback || {}).state || "idle";
+    if (current === "active") {
+      return t("migration.fallbackActive", { time: formatTime(fallback.since_ms), channels: formatNumber(fallback.channels),
+        left: formatNumber(fallback.left_on_conduit) });
+    }
+    if (current === "returning") {
+      return t("migration.fallbackReturning", { channels: formatNumber((fallback.returning || []).length) });
+    }
+    let text = t("migration.fallbackIdle");
+    if (fallback && fallback.down_since_ms) text += t("migration.apiDown", { time: formatTime(fallback.down_since_ms) });
+    return text;
+  }
+
+  function renderModes(report) {
+    const counts = report.channels;
+    for (const mode of ["websocket", "both", "conduit", "fallback"]) {
+      byId("mode-" + mode).textContent = formatNumber(counts[mode] || 0);
+    }
+    const percent = Number(report.conduit_percent) || 0;
+    byId("conduit-share-fill").style.width = Math.min(100, percent) + "%";
+    byId("conduit-share-gauge").setAttribute("aria-valuenow", String(percent));
+    byId("conduit-share").textContent = t("migration.share", { percent: formatNumber(percent), total: formatNumber(counts.total) });
+  }
+
+  function renderLegacy(legacy) {
+    byId("legacy-used").textContent = t("legacy.used", { used: formatNumber(legacy.used), capacity: formatNumber(legacy.capacity) });
+    const connections = {};
+    for (const connection of legacy.connections || []) connections[connection.slot] = connection;
+    const tbody = byId("legacy-rows");
+    tbody.replaceChildren();
+    const slots = Object.keys(legacy.load).map(Number).sort((a, b) => a - b);
+    for (const slot of slots) {
+      const placed = formatNumber(legacy.load[slot]) + " / " + formatNumber(legacy.per_connection);
+      const connection = connections[slot];
+      if (!connection) {
+        tbody.appendChild(row(["legacy-" + slot, placed, "–", t("legacy.notReported"), "–", "–", "–"]));
+        continue;
+      }
+      const badge = element("span", label("legacy.state.", connection.state), "badge " + legacyStateClass(connection.state));
+      tbody.appendChild(row([connection.name || "legacy-" + slot, placed, formatNumber(connection.subscriptions), badge,
+        connection.worker_id || "–", formatNumber(connection.disconnects), connection.last_error || "–"]));
+    }
+  }
+
+  function legacyStateClass(value) {
+    if (value === "bound") return "status-enabled";
+    if (value === "connecting" || value === "binding") return "status-pending";
+    return "status-disabled";
+  }
+
+  function renderComparison(comparison) {
+    const section = comparison.current_batch || comparison.all_time;
+    byId("compare-scope").textContent = comparison.current_batch
+      ? t("compare.batch", { compared: formatNumber(section.compared) })
+      : t("compare.allTime", { compared: formatNumber(section.compared) });
+    const tbody = byId("compare-rows");
+    tbody.replaceChildren();
+    for (const [transport, figures] of Object.entries(section.transports)) {
+      const mean = figures.mean_latency_ms === null ? "–" : t("compare.ms", { value: formatNumber(figures.mean_latency_ms) });
+      const p95 = figures.p95_latency_ms ? t("compare.ms", { value: formatNumber(figures.p95_latency_ms) }) : "–";
+      tbody.appendChild(row([label("mode.", transport), formatNumber(figures.seen), formatNumber(figures.missed),
+        (100 * figures.loss_ratio).toFixed(1) + " %", mean, p95, formatNumber(figures.disconnects_last_hour),
+        formatNumber(figures.helix_failure_streak)]));
+    }
   }
 
   // -- start ---------------------------------------------------------------------------------
