@@ -361,6 +361,9 @@ def format_migration_status(report: dict) -> str:
     else:
         lines.extend(_format_comparison("comparison, current batch", comparison["current_batch"]))
     lines.extend(_format_comparison("comparison, all time", comparison["all_time"]))
+    copies = comparison.get("copies_dropped") or {}
+    lines.append("second copies dropped by the dedup: "
+                 + ", ".join(f"{transport} {count}" for transport, count in copies.items()))
     lines.append(_format_rollback(report["rollback"]))
     lines.append(_format_fallback(report["fallback"]))
     return "\n".join(lines)

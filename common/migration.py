@@ -109,8 +109,11 @@ async def mode_counts(client: redis.Redis, keys: Keys) -> dict[str, int]:
     return counts
 
 
-async def status_report(client: redis.Redis, settings: Settings) -> dict:
-    """Return everything `migrate status`, `/api/migration` and the dashboard show."""
+async def status_report(client: redis.Redis, settings: Settings, events: redis.Redis | None = None) -> dict:
+    """Return everything `migrate status`, `/api/migration` and the dashboard show.
+
+    `events` is the Redis of the event streams and their counters; None means `client`.
+    """
     from coordinator.comparison import TRANSPORTS, summarize  # the coordinator package owns the maths
 
     keys = _keys(settings)
@@ -137,6 +140,13 @@ async def status_report(client: redis.Redis, settings: Settings) -> dict:
             figures["p95_latency_ms"] = totals.get(f"p95_ms:{transport}", 0.0)
             figures["disconnects_last_hour"] = disconnects
             figures["helix_failure_streak"] = streak
+    # The second copies of the parallel run's events, dropped by the publish script, per transport.
+    duplicates = {transport: 0 for transport in TRANSPORTS}
+    for partition in range(settings.stream_partitions):
+        counters = await (events or client).hgetall(keys.counters(partition))
+        for transport in TRANSPORTS:
+            duplicates[transport] += int(counters.get(f"duplicates_{transport}".encode(), 0))
+    comparison["copies_dropped"] = duplicates
     phases = settings.phase_targets
     return {
         "status": state.status,

@@ -165,7 +165,8 @@ class MigrationController:
                                        + (" or on the conduit" if command.get("all") else ""))
             reason = "manual rollback of every channel" if command.get("all") else "manual rollback of the parallel run"
             await self._rollback(state, ids, reason, automatic=False)
-            return f"{len(ids)} channels back on websocket; the migration is paused"
+            noun = "channel" if len(ids) == 1 else "channels"
+            return f"{len(ids)} {noun} back on websocket; the migration is paused"
         raise MigrationRefused(f"unknown command {name!r}")
 
     # -- phases and batches -------------------------------------------------------------------------

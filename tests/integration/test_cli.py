@@ -221,13 +221,14 @@ async def test_migrate_commands_with_leader(fleet):
     assert "the migration is not_started, not running" in rejected.stderr
     assert started.returncode == 0, started.stderr
     assert started.stdout.strip() == "migration running through phase 1"
-    assert paused.stdout.strip() == "migration paused; the current batch stays where it is"
+    assert paused.stdout.strip() == ("migration paused; the current batch stays where it is, and the rollback "
+                                     "rules still apply to it")
     assert report["status"] == "paused"
     assert report["phase"] == 1
     assert report["batch"]["number"] == 1
     assert report["channels"]["both"] == 1
     assert rolled_back.returncode == 0, rolled_back.stderr
-    assert rolled_back.stdout.strip() == "1 channels back on websocket; the migration is paused"
+    assert rolled_back.stdout.strip() == "1 channel back on websocket; the migration is paused"
     assert after["channels"]["websocket"] == 5
     assert after["rollback"]["automatic"] is False
     assert after["rollback"]["reason"] == "manual rollback of the parallel run"

@@ -391,11 +391,12 @@ async def test_migration_commands_reach_controller(api, http, redis_client, cont
     assert after_rollback[1]["rollback"]["reason"] == "manual rollback of the parallel run"
     assert after_rollback[1]["channels"]["websocket"] == 2
     assert started == (200, {"ok": True, "message": "migration running through phase 1"})
-    assert paused == (200, {"ok": True, "message": "migration paused; the current batch stays where it is"})
+    assert paused == (200, {"ok": True, "message": "migration paused; the current batch stays where it is, "
+                                                   "and the rollback rules still apply to it"})
     assert resumed == (200, {"ok": True, "message": "migration resumed"})
     # The first batch (one channel, 10 % of two) is on both transports, so a rollback of everything applies.
     assert nothing_left[0] == 200, nothing_left
-    assert nothing_left[1]["message"] == "1 channels back on websocket; the migration is paused"
+    assert nothing_left[1]["message"] == "1 channel back on websocket; the migration is paused"
     assert report["status"] == "paused"
     assert report["phase"] == 1
     assert report["phase_target_percent"] == 10
