@@ -2,7 +2,7 @@
 
 The leader's controller (`coordinator.migration`) is the only writer of the state document in
 `cf:migration` (field `state`). Operators act through commands: the CLI and the HTTP API push them
-onto `cf:migration:commands` and wait for the controller's answer in `cf:migration:result:<id>`, so a
+onto `cf:migration:commands` and wait for the controller's response in `cf:migration:result:<id>`, so a
 command never races a batch the controller is moving.
 """
 
@@ -51,7 +51,7 @@ _channel_decoder = msgspec.json.Decoder(Channel)
 
 
 class MigrationError(ValueError):
-    """Raised for a command the controller refused; the message says why and what to do."""
+    """Raised for a command the controller rejected; the message gives the reason and what to do."""
 
 
 def _keys(settings: Settings) -> Keys:
@@ -71,10 +71,10 @@ async def save_state(client: redis.Redis, keys: Keys, state: MigrationState) -> 
 
 async def send_command(client: redis.Redis, settings: Settings, command: str, *, phase: int = 0,
                        all_channels: bool = False, timeout_s: float = 30.0) -> dict:
-    """Queue a command for the leader's controller and wait for its answer.
+    """Queue a command for the leader's controller and wait for its response.
 
-    Returns the answer (`ok`, `message`); raises MigrationError when the controller refused it and
-    TimeoutError when no leader answered within `timeout_s` (the command stays queued).
+    Returns the response (`ok`, `message`). Raises MigrationError when the controller rejected the
+    command, and TimeoutError when no leader responded within `timeout_s` (the command stays queued).
     """
     if command not in COMMANDS:
         raise MigrationError(f"unknown migration command {command!r}: expected one of {', '.join(COMMANDS)}")
@@ -92,10 +92,10 @@ async def send_command(client: redis.Redis, settings: Settings, command: str, *,
         if raw:
             answer = msgspec.json.decode(raw)
             if not answer.get("ok"):
-                raise MigrationError(answer.get("message", "the controller refused the command"))
+                raise MigrationError(answer.get("message", "the controller rejected the command"))
             return answer
         await asyncio.sleep(0.1)
-    raise TimeoutError(f"no coordinator leader answered the {command!r} command within {timeout_s:.0f} s; it stays "
+    raise TimeoutError(f"no coordinator leader responded to the {command!r} command within {timeout_s:.0f} s; it stays "
                        "queued and runs when a leader is elected. Check `conduit-fleet status`.")
 
 

@@ -56,6 +56,9 @@ class LeaderLease:
                         log.info("elected leader", extra={"epoch": self.epoch})
                         await on_elected(self.epoch)
             except (redis.exceptions.RedisError, OSError) as exc:
+                if asyncio.current_task().cancelling():
+                    # redis-py can turn a cancellation inside a command into a connection error.
+                    raise asyncio.CancelledError from exc
                 log.warning("leader lease check failed: %s", exc, extra={"epoch": self.epoch})
                 if self.is_leader and time.monotonic() - self._renewed_at_s > lease_ms / 1000:
                     await self._step_down("could not renew the lease in time", on_deposed)

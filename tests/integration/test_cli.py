@@ -185,7 +185,7 @@ async def test_migrate_without_leader_times_out(redis_client, redis_port):
     bad_phase = _cli(redis_port, "migrate", "start", "--phase", "9")
 
     assert timed_out.returncode == 1
-    assert "no coordinator leader answered the 'pause' command within" in timed_out.stderr
+    assert "no coordinator leader responded to the 'pause' command within" in timed_out.stderr
     assert "stays queued" in timed_out.stderr
     assert bad_phase.returncode == 2
     assert "invalid phase 9: expected 1 to 4" in bad_phase.stderr

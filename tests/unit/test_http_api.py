@@ -334,7 +334,7 @@ async def test_migration_command_no_leader_503(api, http, redis_client, monkeypa
     status, body = await request(http, "POST", f"{base}/api/migration/pause", token=TOKEN)
 
     assert status == 503
-    assert "no coordinator leader answered the 'pause' command" in body["error"]
+    assert "no coordinator leader responded to the 'pause' command" in body["error"]
     assert "stays queued" in body["error"]
     assert await redis_client.llen(Keys().migration_commands) == 1
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +10,7 @@ import redis.asyncio as redis
 
 from common.keys import Keys
 from common.settings import Settings
+from common.tasks import cancel_and_wait
 from coordinator.fence import Deposed, Fence
 from coordinator.leader import LeaderLease
 
@@ -39,9 +39,8 @@ class Candidate:
 
     async def stop(self) -> None:
         if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_and_wait([self.task])
+            assert self.task.done(), "the lease task ignored its cancellation"
             self.task = None
 
 
