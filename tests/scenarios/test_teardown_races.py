@@ -21,6 +21,13 @@ async def test_teardown_during_rebind_is_confined(fleet):
     try:
         await fleet.add_channels(4, ["stream.online:1"])
         await fleet.wait_ready(subscriptions=4)
+
+        async def all_bound() -> bool:
+            # Twitch shows a shard enabled a moment before the worker has the bind result.
+            return len(worker.sessions) == 4 and all(
+                session.current is not None and session.state.value == "bound" for session in worker.sessions.values())
+
+        await fleet.wait_for(all_bound, 10, "the worker to see every bind result")
         before = {shard_id: session.current for shard_id, session in worker.sessions.items()}
 
         # Keepalive loss on shard 1: the watchdog tears the old socket down while the new one binds.
