@@ -20,10 +20,12 @@ async def test_api_reports_conduit_and_workers(fleet):
 
     async def stats_current() -> bool:
         status, body = await fleet.api("/api/stats")
-        return status == 200 and body["enabled_shards"] == 6 and body["total_subscriptions"] == 21
+        # The cost comes from the reconciler's last pass, which may end before the last create returns.
+        return (status == 200 and body["enabled_shards"] == 6 and body["total_subscriptions"] == 21
+                and body["total_cost"] == 20)
 
     # 10 channels x 2 types, and conduit.shard.disabled for the conduit itself.
-    await fleet.wait_for(stats_current, 15, "stats with 6 enabled shards and 21 subscriptions")
+    await fleet.wait_for(stats_current, 15, "stats with 6 enabled shards, 21 subscriptions and a cost of 20")
     _, stats = await fleet.api("/api/stats")
     _, shards = await fleet.api("/api/shards")
     _, workers = await fleet.api("/api/workers")
