@@ -43,7 +43,7 @@ def main() -> None:
     keys = Keys(args.prefix)
     event = json.dumps({"text": "x" * args.event_bytes}).encode()[:args.event_bytes]
     run = uuid.uuid4().hex[:12]
-    width = 1 + 2 * len(ENTRY_FIELDS)
+    width = 2 + 2 * len(ENTRY_FIELDS)
 
     started, cpu_started = time.perf_counter(), time.process_time()
     sent = 0
@@ -58,7 +58,7 @@ def main() -> None:
             for index in range(sent, sent + size):
                 message_id = f"{run}-{index}"
                 call_keys.append(keys.dedup(partition, message_id))
-                call_args.append("")
+                call_args += ["", ""]  # the default dedup ttl, no comparison note
                 for name, value in zip(ENTRY_FIELDS, build_values(message_id, event, partition)):
                     call_args.append(name)
                     call_args.append(value)

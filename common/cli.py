@@ -115,7 +115,7 @@ def _add_migrate_parser(commands) -> None:
     status.add_argument("--json", action="store_true", help="print the full status report as JSON")
     status.set_defaults(handler=_migrate_status)
     start = migrate_commands.add_parser("start", help="start the migration, or run it again after a pause")
-    start.add_argument("--phase", type=int, default=0,
+    start.add_argument("--phase", type=_phase_number, default=0,
                        help="pause after this phase, 1 to the number of CF_MIGRATION_PHASES (default: run through the last)")
     pause = migrate_commands.add_parser("pause", help="pause the migration; the current batch stays where it is")
     resume = migrate_commands.add_parser("resume", help="resume a paused migration")
@@ -310,6 +310,17 @@ def _channels_mode(args) -> int:
     return 0
 
 
+def _phase_number(text: str) -> int:
+    """Parse `--phase`: a phase number from 1 (the range check against CF_MIGRATION_PHASES comes later)."""
+    try:
+        phase = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid phase {text!r}: expected a whole number from 1") from None
+    if phase < 1:
+        raise argparse.ArgumentTypeError(f"invalid phase {phase}: expected a whole number from 1")
+    return phase
+
+
 def _migrate_status(args) -> int:
     import orjson
 
@@ -383,7 +394,8 @@ def _format_progress(report: dict) -> str:
     if batch["number"]:
         text += f"\nbatch {batch['number']}: {batch['channels']} channels, started {_format_time(batch['started_at_ms'])}"
         if batch["soak_started_at_ms"]:
-            text += f", soaking since {_format_time(batch['soak_started_at_ms'])} (soak {batch['soak_seconds']:g} s)"
+            text += (f", soaking since {_format_time(batch['soak_started_at_ms'])} (soak {batch['soak_seconds']:g} s, "
+                     f"{batch.get('soak_remaining_s', 0):.0f} s left)")
     return text
 
 

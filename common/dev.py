@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import tempfile
@@ -26,10 +27,26 @@ from .settings import DEFAULT_EVENT_TYPES, Settings
 
 # The emulator user whose token runs the legacy WebSocket connections in a dev run.
 LEGACY_USER_ID = "9999"
+# Settings `dev` sets itself: where Redis, the emulator and the API are, and the time scale. Every
+# other CF_* variable of the environment reaches the processes, for example CF_MIGRATION_SOAK_S.
+DEV_OWNED_SETTINGS = frozenset({
+    "CF_REDIS_URL", "CF_EVENTS_REDIS_URL", "CF_HELIX_URL", "CF_OAUTH_URL", "CF_EVENTSUB_WS_URL",
+    "CF_HTTP_HOST", "CF_HTTP_PORT", "CF_TIME_SCALE", "CF_WORKER_ID", "CF_METRICS_PORT", "CF_SHARD_COUNT",
+})
+
+
+def passed_settings() -> dict[str, str]:
+    """Return the CF_* variables of this environment that a dev run hands to its processes."""
+    return {key: value for key, value in os.environ.items()
+            if key.startswith("CF_") and key not in DEV_OWNED_SETTINGS}
 
 
 def add_dev_parser(commands) -> None:
-    dev = commands.add_parser("dev", help="run Redis, the emulator, a coordinator and workers locally")
+    dev = commands.add_parser(
+        "dev", help="run Redis, the emulator, a coordinator and workers locally",
+        description="Run Redis, the emulator, a coordinator and workers on 127.0.0.1. CF_* variables of the "
+                    "environment reach the processes (for example CF_MIGRATION_SOAK_S or CF_API_TOKEN), except "
+                    "the URLs, ports, time scale, worker ids and shard count, which dev sets itself.")
     dev.add_argument("--duration", type=float, default=0, help="seconds to run before stopping (default: until Ctrl-C)")
     dev.add_argument("--channels", type=int, default=1000, help="sample channels to load (default 1000)")
     dev.add_argument("--types", default=DEFAULT_EVENT_TYPES, help="event types per channel as type:version,...")
@@ -79,8 +96,8 @@ class DevFleet:
         wait_for_port(emulator_port)
         user_token = await self._legacy_user()
         env = fleet_env(redis_port=redis_port, emulator_port=emulator_port, http_port=self.args.http_port,
-                        extra={"CF_SHARD_COUNT": str(self.args.shards), "CF_RECONCILE_INTERVAL_S": "30",
-                               "CF_DRAIN_TIMEOUT_S": "5", **user_token})
+                        extra={"CF_RECONCILE_INTERVAL_S": "30", "CF_DRAIN_TIMEOUT_S": "5", **passed_settings(),
+                               "CF_SHARD_COUNT": str(self.args.shards), **user_token})
         self._spawn("coordinator", python_module("common.cli", "coordinator"), env)
         for index in range(self.args.workers):
             self._spawn(f"worker-{index + 1}", python_module("common.cli", "worker"),
@@ -129,7 +146,7 @@ class DevFleet:
         channels = [make_channel(str(100_000 + i), login=f"user{100_000 + i}", types=types,
                                  transport_mode="websocket" if i < legacy else "conduit")
                     for i in range(self.args.channels)]
-        await ChannelStore(self.redis, self.keys, Settings.from_env({})).add(channels)
+        await ChannelStore(self.redis, self.keys, Settings.from_env(passed_settings())).add(channels)
         print(f"loaded {len(channels)} channels x {len(types)} event types"
               + (f", {min(legacy, len(channels))} of them on the legacy WebSocket mode" if legacy else ""), flush=True)
 
@@ -181,7 +198,7 @@ class DevFleet:
 
     async def _stream_counters(self) -> tuple[int, int]:
         published = duplicates = 0
-        for partition in range(Settings().stream_partitions):
+        for partition in range(Settings.from_env(passed_settings()).stream_partitions):
             counters = await self.redis.hgetall(self.keys.counters(partition))
             published += int(counters.get(b"published", 0))
             duplicates += int(counters.get(b"duplicates", 0))

@@ -53,6 +53,11 @@ def event_identity(type_: str, version: str, event: bytes, broadcaster: str = ""
     return f"{type_}:h:{digest.hexdigest()}"
 
 
+def is_content_hash(identity: str) -> bool:
+    """Return whether `identity` is a hash of the event's content rather than an id Twitch gave it."""
+    return identity.split(":", 2)[1:2] == ["h"]
+
+
 def timestamp_ms(timestamp: str) -> int | None:
     """Return an RFC 3339 UTC timestamp (`2026-12-04T10:00:00.123456789Z`) in ms, or None if unreadable."""
     if len(timestamp) < 20 or timestamp[-1] != "Z":

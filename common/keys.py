@@ -86,24 +86,27 @@ def partition_of(broadcaster_id: str, partitions: int) -> int:
 
 
 # KEYS: stream, counters, comparison stream, then one dedup key per event.
-# ARGV: dedup ttl (s), stream maxlen, values per event, comparison stream maxlen, then per event its
-# comparison note ('' or "transport|latency_ms|identity") and its field/value pairs.
+# ARGV: default dedup ttl (s), stream maxlen, values per event, comparison stream maxlen, then per event
+# its dedup ttl ('' for the default), its comparison note ('' or "transport|latency_ms|identity") and
+# its field/value pairs.
 # The claim and the XADD run in one script, so a crash can neither publish an event twice nor
 # claim it without publishing it. An event with a note (a channel in the parallel run) also leaves
 # one entry per copy in the comparison stream, published or not.
 PUBLISH_EVENTS = """
-local ttl = tonumber(ARGV[1])
+local default_ttl = ARGV[1]
 local maxlen = ARGV[2]
 local width = tonumber(ARGV[3])
 local compare_maxlen = ARGV[4]
 local published, duplicates = 0, 0
 for i = 4, #KEYS do
-  local note_at = 5 + (i - 4) * width
-  local first = note_at + 1
-  local note = ARGV[note_at]
+  local ttl_at = 5 + (i - 4) * width
+  local ttl = ARGV[ttl_at]
+  if ttl == '' then ttl = default_ttl end
+  local note = ARGV[ttl_at + 1]
+  local first = ttl_at + 2
   local fresh = redis.call('SET', KEYS[i], '1', 'NX', 'EX', ttl)
   if fresh then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, first + width - 2))
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first, first + width - 3))
     published = published + 1
   else
     duplicates = duplicates + 1

@@ -99,6 +99,14 @@ async def send_command(client: redis.Redis, settings: Settings, command: str, *,
                        "queued and runs when a leader is elected. Check `conduit-fleet status`.")
 
 
+def _soak_remaining_s(state: MigrationState, settings: Settings, now_ms: int) -> float:
+    """Return the real seconds left in the current soak (0 when no batch is soaking)."""
+    if state.step != "soaking" or not state.soak_started_ms:
+        return 0.0
+    ends_ms = state.soak_started_ms + settings.scaled(settings.migration_soak_s) * 1000
+    return max(0.0, (ends_ms - now_ms) / 1000)
+
+
 async def mode_counts(client: redis.Redis, keys: Keys) -> dict[str, int]:
     counts = {"websocket": 0, "both": 0, "conduit": 0, "fallback": 0, "total": 0}
     async for _, raw in client.hscan_iter(keys.channels, count=1000):
@@ -157,7 +165,8 @@ async def status_report(client: redis.Redis, settings: Settings, events: redis.R
         "step": state.step,
         "batch": {"number": state.batch_number, "channels": len(state.batch), "ids": state.batch[:100],
                   "started_at_ms": state.batch_started_ms, "soak_started_at_ms": state.soak_started_ms,
-                  "soak_seconds": settings.migration_soak_s},
+                  "soak_seconds": settings.migration_soak_s,
+                  "soak_remaining_s": _soak_remaining_s(state, settings, now_ms)},
         "paused_reason": state.paused_reason,
         "rollback": state.rollback,
         "fallback": state.fallback,

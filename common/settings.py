@@ -159,6 +159,7 @@ class Settings:
     legacy_connections: int = _field("CF_LEGACY_CONNECTIONS", 3, "Legacy WebSocket connections (user token); Twitch allows 3 with enabled subscriptions per client and user.", check=_positive)
     legacy_subscriptions_per_connection: int = _field("CF_LEGACY_SUBSCRIPTIONS_PER_CONNECTION", 300, "Enabled subscriptions per legacy connection; Twitch allows 300.", check=_positive)
     legacy_first_subscription_s: float = _field("CF_LEGACY_FIRST_SUBSCRIPTION_S", 10.0, "Twitch closes a legacy connection with no subscription this long after its welcome.", check=_positive)
+    identity_hash_window_s: int = _field("CF_IDENTITY_HASH_WINDOW_S", 10, "An event type without an id is deduplicated by a hash of its content only this long (s), so two equal events further apart are both published.", check=_positive)
     identity_dedup_grace_s: float = _field("CF_IDENTITY_DEDUP_GRACE_S", 120.0, "After a channel leaves the parallel run, its events keep being deduplicated by event identity this long, while the other transport's subscriptions are deleted.", check=_positive)
     migration_phases: str = _field("CF_MIGRATION_PHASES", "10,30,70,100", "Share of channels on the conduit at the end of each migration phase, in percent.", check=_phases)
     migration_batch: int = _field("CF_MIGRATION_BATCH", 50, "Channels moved to the parallel run at once.", check=_positive)

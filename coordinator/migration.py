@@ -164,7 +164,8 @@ class MigrationController:
                 raise MigrationRefused("no channel to roll back: none is in the parallel run"
                                        + (" or on the conduit" if command.get("all") else ""))
             reason = "manual rollback of every channel" if command.get("all") else "manual rollback of the parallel run"
-            await self._rollback(state, ids, reason, automatic=False)
+            summary = summarize(self.comparison.totals, state.baseline) if state.baseline else {}
+            await self._rollback(state, ids, reason, automatic=False, summary=summary)
             noun = "channel" if len(ids) == 1 else "channels"
             return f"{len(ids)} {noun} back on websocket; the migration is paused"
         raise MigrationRefused(f"unknown command {name!r}")
@@ -185,31 +186,34 @@ class MigrationController:
         channels = await self.store.list()
         total = len(channels)
         on_conduit = sum(1 for c in channels if c.transport_mode == "conduit" and not c.fallback)
-        state.phase = max(state.phase, 1)
-        while True:
-            target = math.ceil(total * targets[state.phase - 1] / 100)
-            if on_conduit < target:
-                break
-            if state.stop_after_phase and state.phase >= state.stop_after_phase:
+        # The phase is the first one whose target is not reached yet. It follows the share on the
+        # conduit, so after `rollback --all` the migration starts again at phase 1 with its trial batch.
+        phase = next((index + 1 for index, percent in enumerate(targets)
+                      if on_conduit < math.ceil(total * percent / 100)), len(targets) + 1)
+        for finished in range(max(state.phase, 1), phase):
+            if state.stop_after_phase and finished >= state.stop_after_phase:
+                state.phase = finished
                 state.status = "paused"
-                state.paused_reason = (f"phase {state.phase} ({targets[state.phase - 1]} %) reached; "
+                state.paused_reason = (f"phase {finished} ({targets[finished - 1]} %) reached; "
                                        "`conduit-fleet migrate resume` continues")
                 state.stop_after_phase = 0
-                self._record(state, "phase_done", [], {})
                 return
-            if state.phase == len(targets):
-                state.status = "completed"
-                state.paused_reason = ""
-                self._record(state, "completed", [], {})
-                log.info("migration complete: %d channels on the conduit", on_conduit)
-                return
+            state.phase = finished
             self._record(state, "phase_done", [], {})
-            state.phase += 1
+        if phase > len(targets):
+            state.phase = len(targets)
+            state.status = "completed"
+            state.paused_reason = ""
+            self._record(state, "completed", [], {})
+            log.info("migration complete: %d channels on the conduit", on_conduit)
+            return
+        state.phase = phase
+        target = math.ceil(total * targets[phase - 1] / 100)
         in_both = [c.broadcaster_user_id for c in channels if c.transport_mode == "both" and not c.fallback]
         waiting = [c.broadcaster_user_id for c in channels if c.transport_mode == "websocket" and not c.fallback]
         size = min(settings.migration_batch, target - on_conduit)
-        if state.batch_number == 0:
-            size = min(size, settings.migration_first_batch)
+        if on_conduit == 0:
+            size = min(size, settings.migration_first_batch)  # the trial batch, also after a full rollback
         batch = in_both[:size] + waiting[:max(0, size - len(in_both))]
         if not batch:
             return  # nothing movable yet (fallen-back channels); try again on the next tick
@@ -257,9 +261,13 @@ class MigrationController:
         moved = [b for b in state.batch if b in channels]
         self._record(state, "passed", moved, verdict.summary)
         log.info("migration batch %d passed its soak: %d channels on the conduit", state.batch_number, len(ids))
+        self._clear_batch(state)
+
+    def _clear_batch(self, state: MigrationState) -> None:
         state.batch = []
         state.step = "idle"
         state.baseline = {}
+        state.batch_started_ms = state.batch_ready_ms = state.soak_started_ms = 0
 
     async def _judge(self, state: MigrationState) -> Verdict:
         settings = self._settings
@@ -299,18 +307,19 @@ class MigrationController:
         if state.status != "not_started":
             state.status = "paused"
             state.paused_reason = f"rolled back: {reason}"
-        state.step = "idle"
-        state.batch = []
-        state.baseline = {}
+        self._clear_batch(state)
         kind = "automatic" if automatic else "manual"
-        log.error("migration %s rollback of %d channels: %s", kind, len(ids), reason)
+        if automatic:
+            log.error("migration automatic rollback of %d channels: %s", len(ids), reason)
+        else:
+            log.warning("migration manual rollback of %d channels: %s", len(ids), reason)
         await self._alerts.event(
             "migration_rolled_back", "critical",
-            f"{kind} rollback: {len(changed)} channels back on the legacy WebSocket connections because {reason}; "
-            "the migration is paused (docs/migration.md, Rollback)",
+            f"{kind} rollback: {len(changed)} channels are back on the legacy WebSocket connections "
+            f"(reason: {reason}); the migration is paused (docs/migration.md, Rollback)",
             value=str(len(ids)),
             message_ja=f"{'自動' if automatic else '手動'}ロールバック: {len(changed)} チャンネルをレガシー WebSocket "
-                       f"接続に戻しました。理由: {reason}。移行は一時停止中です")
+                       f"接続に戻しました（理由: {reason}）。移行は一時停止中です")
 
     def _record(self, state: MigrationState, verdict: str, ids: list[str], summary: dict, reason: str = "") -> None:
         entry = {"at_ms": self._now_ms(), "phase": state.phase, "batch": state.batch_number, "verdict": verdict,

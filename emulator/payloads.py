@@ -79,7 +79,8 @@ def channel_update(subscription: Subscription, rng: random.Random, options: dict
     category_id, category_name = rng.choice(_CATEGORIES)
     return {
         **_broadcaster(subscription),
-        "title": rng.choice(_TITLES),
+        # A numbered title, as streamers number their streams, so that two updates rarely match.
+        "title": f"{rng.choice(_TITLES)} #{rng.randrange(1, 10_000)}",
         "language": "ja",
         "category_id": category_id,
         "category_name": category_name,

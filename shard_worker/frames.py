@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from common.identity import event_identity, timestamp_ms
+from common.identity import event_identity, is_content_hash, timestamp_ms
 from common.keys import partition_of
 from common.models import Envelope, NotificationPayload, RevocationPayload, SessionPayload
 from . import metrics
@@ -72,6 +72,7 @@ class FrameHandler:
         self._publisher = ctx.publisher
         self._partitions = ctx.settings.stream_partitions
         self._guard = ctx.replay_guard
+        self._hash_window_s = ctx.settings.identity_hash_window_s
         self._unknown_types: set[str] = set()
 
     def handle(self, conn: Connection, data: bytes) -> None:
@@ -130,13 +131,17 @@ class FrameHandler:
         transport = "conduit" if (subscription.transport is None or subscription.transport.method == "conduit") else "websocket"
         metrics.EVENTS_RECEIVED.inc()
         now_ms = int(now_s * 1000)
-        dedup_id, note = metadata.message_id, ""
+        dedup_id, note, ttl_s = metadata.message_id, "", None
         until = self.shard.ctx.identity.get(broadcaster) if kind == "notification" else None
         if until is not None and until <= 0 or until is not None and until > now_ms:
             # Two transports deliver this channel's events with different message ids: dedup on the
             # event itself. In the parallel run (0) also note the copy for the comparison.
             identity = event_identity(subscription.type, subscription.version, event, broadcaster)
             dedup_id = "e:" + identity
+            if is_content_hash(identity):
+                # The two copies of one event arrive within moments of each other; a longer claim
+                # would merge two equal events of the channel (two stream.offline, say).
+                ttl_s = self._hash_window_s
             if until == 0:
                 sent_ms = timestamp_ms(metadata.message_timestamp)
                 note = f"{transport}|{max(0, now_ms - sent_ms) if sent_ms is not None else -1}|{identity}"
@@ -148,6 +153,7 @@ class FrameHandler:
                 now_ms, transport, self.shard.shard_id, subscription.id, broadcaster, event,
             ],
             note,
+            ttl_s,
         )
         if subscription.type == "conduit.shard.disabled":
             self.shard.ctx.forward_shard_disabled(event)

@@ -51,7 +51,7 @@ class Publisher:
         self._client = client
         self._keys = Keys(settings.key_prefix)
         self._scripts = Scripts(client)
-        self._buffers: list[deque[tuple[str, list, str]]] = [deque() for _ in range(settings.stream_partitions)]
+        self._buffers: list[deque[tuple[str, list, str, int | str]]] = [deque() for _ in range(settings.stream_partitions)]
         self._pending = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -71,11 +71,12 @@ class Publisher:
     def start(self) -> None:
         self._task = spawn(self._flush_loop(), "publisher flush")
 
-    def submit(self, partition: int, dedup_id: str, values: list, note: str = "") -> None:
+    def submit(self, partition: int, dedup_id: str, values: list, note: str = "", ttl_s: int | None = None) -> None:
         """Queue one event: `values` are the ENTRY_FIELDS values in order.
 
         `note` is empty, or "transport|latency_ms|identity" for an event of a channel in the parallel
-        run, which the publish script also records in the comparison stream.
+        run, which the publish script also records in the comparison stream. `ttl_s` replaces
+        CF_DEDUP_TTL_S for this event's dedup claim.
         """
         if self._pending >= self._settings.publish_buffer_max:
             self.lost += 1
@@ -83,7 +84,7 @@ class Publisher:
             if self.lost == 1 or self.lost % 1000 == 0:
                 log.error("publish buffer full (%d events); %d events lost so far", self._pending, self.lost)
             return
-        self._buffers[partition].append((dedup_id, values, note))
+        self._buffers[partition].append((dedup_id, values, note, "" if ttl_s is None else ttl_s))
         self._pending += 1
         self._idle.clear()
         self._wakeup.set()
@@ -139,7 +140,7 @@ class Publisher:
         confirmed_ms = time.time() * 1000
         for (buffer, count), (published, duplicates) in zip(batches, results):
             for _ in range(count):
-                _, values, _ = buffer.popleft()
+                _, values, _, _ = buffer.popleft()
                 PUBLISH_LATENCY.observe(max(0.0, confirmed_ms - values[RECEIVED_AT_INDEX]) / 1000)
             self._pending -= count
             self.published += published
@@ -147,12 +148,13 @@ class Publisher:
             EVENTS_PUBLISHED.inc(published)
             EVENTS_DEDUPLICATED.inc(duplicates)
 
-    async def _queue_script(self, pipe, partition: int, batch: list[tuple[str, list, str]]) -> None:
+    async def _queue_script(self, pipe, partition: int, batch: list[tuple[str, list, str, int | str]]) -> None:
         keys = [self._keys.events(partition), self._keys.counters(partition), self._keys.compare_stream(partition)]
-        args: list = [self._settings.dedup_ttl_s, self._settings.stream_maxlen, 1 + 2 * len(ENTRY_FIELDS),
+        args: list = [self._settings.dedup_ttl_s, self._settings.stream_maxlen, 2 + 2 * len(ENTRY_FIELDS),
                       COMPARE_MAXLEN]
-        for dedup_id, values, note in batch:
+        for dedup_id, values, note, ttl_s in batch:
             keys.append(self._keys.dedup(partition, dedup_id))
+            args.append(ttl_s)
             args.append(note)
             for name, value in zip(ENTRY_FIELDS, values):
                 args.append(name)

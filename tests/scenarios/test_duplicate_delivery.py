@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 def _entry(message_id: str) -> list:
     values = [message_id, "notification", "stream.online", "1", "2026-01-01T00:00:00.000Z", 1, "conduit", "0",
               "sub-1", "1000", b'{"id":"1"}']
-    args = [""]  # no comparison note
+    args = ["", ""]  # the default dedup ttl, no comparison note
     for name, value in zip(ENTRY_FIELDS, values):
         args += [name, value]
     return args
@@ -24,7 +24,7 @@ def _entry(message_id: str) -> list:
 
 async def _publish(client, keys: Keys, message_ids: list[str]) -> list[int]:
     script = Scripts(client).publish_events
-    args = [900, 1000, 1 + 2 * len(ENTRY_FIELDS), 1000]
+    args = [900, 1000, 2 + 2 * len(ENTRY_FIELDS), 1000]
     for message_id in message_ids:
         args += _entry(message_id)
     dedup_keys = [keys.dedup(0, message_id) for message_id in message_ids]

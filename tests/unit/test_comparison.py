@@ -46,3 +46,15 @@ async def test_copies_published_once_and_compared(redis_client):
     assert again.totals["compared"] == 3
     baseline = again.snapshot()
     assert summarize(again.totals, baseline)["compared"] == 0
+
+
+async def test_event_ttl_overrides_the_default(redis_client):
+    publisher = Publisher(SETTINGS, redis_client)
+    publisher.start()
+    publisher.submit(0, "e:hashed", _values("m9", "conduit"), ttl_s=10)
+    publisher.submit(0, "plain", _values("m10", "conduit"))
+    assert await publisher.drain(5)
+    await publisher.close()
+    keys = Keys()
+    assert 0 < await redis_client.ttl(keys.dedup(0, "e:hashed")) <= 10
+    assert await redis_client.ttl(keys.dedup(0, "plain")) > 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from common.identity import event_identity, timestamp_ms
+from common.identity import event_identity, is_content_hash, timestamp_ms
 
 
 def test_per_type_id_is_used_where_twitch_gives_one():
@@ -46,3 +46,8 @@ def test_timestamp_ms_reads_nanosecond_rfc3339():
     assert timestamp_ms("1970-01-01T00:00:02Z") == 2000
     assert timestamp_ms("not a time") is None
     assert timestamp_ms("2026-12-04T10:00:00+09:00") is None
+
+
+def test_content_hash_is_told_apart_from_ids():
+    assert is_content_hash(event_identity("stream.offline", "1", b'{"broadcaster_user_id":"1"}', "1"))
+    assert not is_content_hash(event_identity("stream.online", "1", b'{"id":"77"}', "1"))
