@@ -2,9 +2,9 @@
 
 During the parallel run one event reaches the fleet twice: once through the conduit and once through
 a legacy WebSocket connection, each copy with its own `message_id`. The two copies carry the same
-`event` object, so the dedup key is taken from it: the id Twitch gives the event where one exists and
-is unique per event, else a hash of the type, the version and the event in canonical JSON (keys
-sorted, no spaces).
+`event` object, so the dedup key is taken from it. Where Twitch gives the event an id that is unique
+per event, the key is that id. Otherwise it is a hash of the type, the version and the event in
+canonical JSON (keys sorted, no spaces).
 """
 
 from __future__ import annotations

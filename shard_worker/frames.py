@@ -139,8 +139,8 @@ class FrameHandler:
             identity = event_identity(subscription.type, subscription.version, event, broadcaster)
             dedup_id = "e:" + identity
             if is_content_hash(identity):
-                # The two copies of one event arrive within moments of each other; a longer claim
-                # would merge two equal events of the channel (two stream.offline, say).
+                # The two copies of one event arrive within moments of each other. A longer claim
+                # would merge two equal events of the channel, such as two stream.offline.
                 ttl_s = self._hash_window_s
             if until == 0:
                 sent_ms = timestamp_ms(metadata.message_timestamp)
