@@ -22,6 +22,7 @@ from .keys import Keys
 from .legacy import LegacySlots
 from .models import Channel
 from .settings import Settings, parse_event_types
+from .subscriptions import subscription_count
 
 TRANSPORT_MODES = ("websocket", "both", "conduit")
 ADD_CHUNK = 1000
@@ -98,7 +99,7 @@ IDENTITY_OPEN = -1  # fell back from the conduit: dedup by identity until it ret
 class ChannelStore:
     """Reads and edits `cf:channels`, and keeps the legacy placements and identity dedup in step.
 
-    A channel in the `websocket` or `both` mode holds a place on a legacy connection (see
+    A channel in the `websocket` or `both` mode has a place on a legacy connection (see
     `common.legacy`). Every mode change also marks the channel in `cf:dedup-identity`: open-ended
     while it is in `both` (and then its events are compared) or fell back from the conduit, else
     until CF_IDENTITY_DEDUP_GRACE_S from now, while the subscriptions of the transport it left are
@@ -114,7 +115,7 @@ class ChannelStore:
         self._slots = LegacySlots(client, keys, self._settings)
 
     def _subscription_count(self, channel: Channel) -> int:
-        return len(channel.types) if channel.types else len(self._settings.event_types)
+        return subscription_count(channel, self._settings.default_types)
 
     async def add(self, channels: Iterable[Channel]) -> int:
         """Store channels (a later entry for the same id wins) in one pipelined round trip; return the count.

@@ -33,8 +33,8 @@ ID_FIELDS: dict[str, str] = {
 def event_identity(type_: str, version: str, event: bytes, broadcaster: str = "") -> str:
     """Return the identity of one event from its raw `event` JSON bytes.
 
-    A per-type id is qualified with the broadcaster, so ids that are unique per channel only (as
-    some are in the emulator) cannot collide across channels.
+    A per-type id is qualified with the broadcaster, so an id that is unique only within one channel
+    (the emulator's stream ids are random numbers) cannot merge events of two channels.
     """
     try:
         parsed = orjson.loads(event)

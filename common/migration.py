@@ -21,6 +21,7 @@ from .models import Channel
 from .settings import Settings
 
 COMMANDS = ("start", "pause", "resume", "rollback")
+TRANSPORTS = ("conduit", "websocket")
 HISTORY_LIMIT = 200
 
 
@@ -107,6 +108,27 @@ def _soak_remaining_s(state: MigrationState, settings: Settings, now_ms: int) ->
     return max(0.0, (ends_ms - now_ms) / 1000)
 
 
+def summarize(totals: dict[str, float], baseline: dict[str, float] | None = None) -> dict:
+    """Return per-transport figures for the events settled since `baseline` (all of them without one)."""
+    base = baseline or {}
+
+    def delta(name: str) -> float:
+        return float(totals.get(name, 0)) - float(base.get(name, 0))
+
+    compared = delta("compared")
+    result: dict = {"compared": int(compared), "transports": {}}
+    for transport in TRANSPORTS:
+        count = delta(f"latency_count:{transport}")
+        missed = delta(f"missed:{transport}")
+        result["transports"][transport] = {
+            "seen": int(delta(f"seen:{transport}")),
+            "missed": int(missed),
+            "loss_ratio": round(missed / compared, 4) if compared else 0.0,
+            "mean_latency_ms": round(delta(f"latency_sum_ms:{transport}") / count, 1) if count else None,
+        }
+    return result
+
+
 async def mode_counts(client: redis.Redis, keys: Keys) -> dict[str, int]:
     counts = {"websocket": 0, "both": 0, "conduit": 0, "fallback": 0, "total": 0}
     async for _, raw in client.hscan_iter(keys.channels, count=1000):
@@ -122,8 +144,6 @@ async def status_report(client: redis.Redis, settings: Settings, events: redis.R
 
     `events` is the Redis of the event streams and their counters; None means `client`.
     """
-    from coordinator.comparison import TRANSPORTS, summarize  # the coordinator package owns the maths
-
     keys = _keys(settings)
     state = await load_state(client, keys)
     counts = await mode_counts(client, keys)

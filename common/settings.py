@@ -240,6 +240,11 @@ class Settings:
         return [part.strip() for part in self.fallback_priority.split(",") if part.strip()]
 
     @property
+    def default_types(self) -> list[str]:
+        """Return CF_DEFAULT_EVENT_TYPES as "type:version" entries, the form channels store."""
+        return [f"{name}:{version}" for name, version in self.event_types]
+
+    @property
     def event_types(self) -> list[tuple[str, str]]:
         return parse_event_types(self.default_event_types)
 

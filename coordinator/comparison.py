@@ -6,8 +6,8 @@ to receipt, and whether this copy was the one published. The leader reads the st
 by identity, and once an event is older than CF_MIGRATION_COMPARE_GRACE_S counts it: seen on each
 transport, or missed on the transport that never delivered it. Totals go to `cf:compare`.
 
-Counting happens when an event is settled, so a new leader simply continues from the stored stream
-positions; the events still unsettled at the failover (one grace window) are not counted.
+Counting happens when an event is settled, so a new leader continues from the stored stream
+positions. The events still unsettled at the failover (one grace window) are not counted.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import redis.asyncio as redis
 
 from common.keys import Keys
+from common.migration import TRANSPORTS, summarize  # noqa: F401 - summarize is part of this module's API
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("conduit", "websocket")
 READ_COUNT = 5000
 LATENCY_SAMPLES = 2000
 
@@ -129,24 +129,3 @@ class Comparison:
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.totals)
-
-
-def summarize(totals: dict[str, float], baseline: dict[str, float] | None = None) -> dict:
-    """Return per-transport figures for the events settled since `baseline` (all of them without one)."""
-    base = baseline or {}
-
-    def delta(name: str) -> float:
-        return float(totals.get(name, 0)) - float(base.get(name, 0))
-
-    compared = delta("compared")
-    result: dict = {"compared": int(compared), "transports": {}}
-    for transport in TRANSPORTS:
-        count = delta(f"latency_count:{transport}")
-        missed = delta(f"missed:{transport}")
-        result["transports"][transport] = {
-            "seen": int(delta(f"seen:{transport}")),
-            "missed": int(missed),
-            "loss_ratio": round(missed / compared, 4) if compared else 0.0,
-            "mean_latency_ms": round(delta(f"latency_sum_ms:{transport}") / count, 1) if count else None,
-        }
-    return result

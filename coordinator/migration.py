@@ -1,15 +1,15 @@
 """The migration controller (leader only): phases, batches, soak, judgement, rollback and fallback.
 
 Each phase brings the share of channels on the conduit up to its target (CF_MIGRATION_PHASES, default
-10, 30, 70 and 100 %). A batch (CF_MIGRATION_BATCH channels, the very first one at most
-CF_MIGRATION_FIRST_BATCH) goes from `websocket` to `both`; once its conduit subscriptions exist and
-one comparison grace window has passed, it soaks for CF_MIGRATION_SOAK_S while the two transports
-are compared; if no rollback rule fired, it goes to `conduit` and the legacy subscriptions are
-deleted. Every step is stored in `cf:migration` before the next one starts, so a new leader resumes
+10, 30, 70 and 100 %). A batch of CF_MIGRATION_BATCH channels goes from `websocket` to `both`. The
+first batch, while nothing is on the conduit, has at most CF_MIGRATION_FIRST_BATCH channels. Once the
+batch's conduit subscriptions exist and one comparison grace window has passed, it soaks for
+CF_MIGRATION_SOAK_S while the two transports are compared. If no rollback rule fired, it goes to
+`conduit` and the legacy subscriptions are deleted. Every step is stored in `cf:migration` before the next one starts, so a new leader resumes
 where the old one stopped.
 
-Rollback rules, checked on the batch in `both` during warm-up and soak: the conduit path missed at
-least CF_ROLLBACK_LOSS_RATIO of the compared events, its mean latency is at least
+The rollback rules are checked on the batch in `both` during warm-up and soak. They fire when the
+conduit path missed at least CF_ROLLBACK_LOSS_RATIO of the compared events, its mean latency is at least
 CF_ROLLBACK_LATENCY_FACTOR times the legacy path's, it lost CF_ROLLBACK_DISCONNECTS_PER_HOUR sockets
 within an hour, or CF_ROLLBACK_HELIX_FAILURES Helix calls failed in a row. A rollback puts the
 batch back on `websocket`, pauses the controller, records why and raises a critical alert.
@@ -39,6 +39,7 @@ from common.legacy import LegacyCapacityError, LegacySlots
 from common.migration import MigrationState, load_state, save_state
 from common.models import Channel, Subscription
 from common.settings import Settings
+from common.subscriptions import subscription_count
 from .comparison import Comparison, summarize
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ class MigrationController:
         # conduit, so after `rollback --all` the migration starts again at phase 1 with its trial batch.
         phase = next((index + 1 for index, percent in enumerate(targets)
                       if on_conduit < math.ceil(total * percent / 100)), len(targets) + 1)
+
         for finished in range(max(state.phase, 1), phase):
             if state.stop_after_phase and finished >= state.stop_after_phase:
                 state.phase = finished
@@ -209,6 +211,7 @@ class MigrationController:
             return
         state.phase = phase
         target = math.ceil(total * targets[phase - 1] / 100)
+
         in_both = [c.broadcaster_user_id for c in channels if c.transport_mode == "both" and not c.fallback]
         waiting = [c.broadcaster_user_id for c in channels if c.transport_mode == "websocket" and not c.fallback]
         size = min(settings.migration_batch, target - on_conduit)
@@ -217,6 +220,7 @@ class MigrationController:
         batch = in_both[:size] + waiting[:max(0, size - len(in_both))]
         if not batch:
             return  # nothing movable yet (fallen-back channels); try again on the next tick
+
         await self.store.set_mode(batch, "both")
         now_ms = self._now_ms()
         state.batch = batch
@@ -334,14 +338,14 @@ class MigrationController:
         if not wanted:
             return True
         channels = {c.broadcaster_user_id: c for c in await self.store.list() if c.broadcaster_user_id in wanted}
-        defaults = len(self._settings.event_types)
+        defaults = self._settings.default_types
         have: dict[str, int] = {}
         async for _, raw in self._client.hscan_iter(self._keys.subscriptions, count=1000):
             sub = _subscription_decoder.decode(raw)
             broadcaster = sub.condition.get("broadcaster_user_id", "")
             if broadcaster in wanted and sub.status == "enabled":
                 have[broadcaster] = have.get(broadcaster, 0) + 1
-        return all(have.get(b, 0) >= (len(c.types) or defaults) for b, c in channels.items())
+        return all(have.get(b, 0) >= subscription_count(c, defaults) for b, c in channels.items())
 
     # -- identity marks -----------------------------------------------------------------------------
 
@@ -410,10 +414,10 @@ class MigrationController:
         order = {broadcaster: index for index, broadcaster in enumerate(settings.fallback_order)}
         channels.sort(key=lambda c: (order.get(c.broadcaster_user_id, len(order)), int(c.broadcaster_user_id)))
         room = settings.legacy_capacity - sum((await self.slots.load()).values())
-        defaults = len(settings.event_types)
+        defaults = settings.default_types
         chosen: list[Channel] = []
         for channel in channels:
-            need = len(channel.types) or defaults
+            need = subscription_count(channel, defaults)
             if need <= room:
                 chosen.append(channel)
                 room -= need

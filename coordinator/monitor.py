@@ -96,6 +96,8 @@ class Monitor:
         self._keys = Keys(settings.key_prefix)
         self.rules: AlertRules | None = None
         self._lost_seen = 0
+        # legacy connection name -> since when (ms) it has had channels but no subscribed session
+        self._legacy_down: dict[str, int] = {}
         self._first_seen_down_ms: dict[str, int] = {}
         self._subscription_gauges_at_s: float | None = None
         self._shard_statuses: collections.Counter[str] = collections.Counter()
@@ -164,7 +166,7 @@ class Monitor:
         """Track legacy slots that have channels placed but no session with its subscriptions."""
         load = await self._client.hgetall(self._keys.legacy_load)
         statuses = await self._client.hgetall(self._keys.legacy_connections)
-        tracked = getattr(self, "_legacy_down", {})
+        tracked = self._legacy_down
         current: dict[str, int] = {}
         for slot, count in load.items():
             if int(count) <= 0:

@@ -17,7 +17,6 @@ import math
 import time
 
 import msgspec
-import orjson
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
@@ -33,6 +32,8 @@ from common.helix import HelixClient
 from common.keys import Keys
 from common.models import SHARD_STATUSES, Channel, Subscription
 from common.settings import Settings
+from common.subscriptions import Wanted, channel_subscriptions
+from common.subscriptions import subscription_key as identity
 from .conduit import ConduitManager
 from .reconcile_progress import ReconcileProgress
 
@@ -42,13 +43,6 @@ _channel_decoder = msgspec.json.Decoder(Channel)
 
 SHARD_DISABLED_TYPE = "conduit.shard.disabled"
 MAX_SHARDS = 20_000
-
-# The condition fields each type needs besides broadcaster_user_id (EventSub subscription types page).
-_EXTRA_CONDITION = {
-    "channel.follow": "moderator_user_id",
-    "channel.chat.message": "user_id",
-    "channel.chat.notification": "user_id",
-}
 
 # Subscription statuses that mean a user withdrew something; only they can give it back.
 REVOKED_STATUSES = frozenset({"authorization_revoked", "user_removed", "moderator_removed", "chat_user_banned"})
@@ -68,22 +62,6 @@ ZERO_COST_TYPES = frozenset({
 })
 
 _unknown_statuses_logged: set[str] = set()
-
-Wanted = tuple[str, str, dict[str, str]]
-
-
-def condition_for(type_: str, broadcaster_id: str) -> dict[str, str]:
-    """Return the condition of a subscription of `type_` for one broadcaster."""
-    condition = {"broadcaster_user_id": broadcaster_id}
-    extra = _EXTRA_CONDITION.get(type_)
-    if extra:
-        condition[extra] = broadcaster_id
-    return condition
-
-
-def identity(type_: str, version: str, condition: dict[str, str]) -> str:
-    """Return the key under which Twitch considers two subscriptions the same."""
-    return f"{type_}|{version}|{orjson.dumps(condition, option=orjson.OPT_SORT_KEYS).decode()}"
 
 
 class ReconcileReport(msgspec.Struct):
@@ -144,7 +122,7 @@ class Reconciler:
             self.wake.clear()
 
     async def desired(self) -> dict[str, Wanted]:
-        defaults = [f"{name}:{version}" for name, version in self._settings.event_types]
+        defaults = self._settings.default_types
         wanted: dict[str, Wanted] = {}
         if self._settings.client_id and self._conduit.conduit_id:
             # Twitch recommends this event for conduit health (Handling conduit events); it comes
@@ -155,10 +133,7 @@ class Reconciler:
             channel = _channel_decoder.decode(raw)
             if channel.transport_mode == "websocket":
                 continue
-            for entry in channel.types or defaults:
-                type_, _, version = entry.partition(":")
-                condition = condition_for(type_, channel.broadcaster_user_id)
-                wanted[identity(type_, version or "1", condition)] = (type_, version or "1", condition)
+            wanted.update(channel_subscriptions(channel, defaults))
         return wanted
 
     async def reconcile_once(self) -> ReconcileReport:

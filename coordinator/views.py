@@ -308,17 +308,17 @@ class ApiViews:
             except MigrationError as exc:
                 return error_response(400, str(exc))
             try:
-                answer = await send_command(self._client, self._settings, command, phase=options.get("phase", 0),
-                                            all_channels=options.get("all", False),
-                                            timeout_s=MIGRATION_COMMAND_TIMEOUT_S)
+                response = await send_command(self._client, self._settings, command, phase=options.get("phase", 0),
+                                              all_channels=options.get("all", False),
+                                              timeout_s=MIGRATION_COMMAND_TIMEOUT_S)
             except MigrationError as exc:
                 log.info("API migration %s rejected by the controller: %s", command, exc)
                 return error_response(409, str(exc))
             except TimeoutError as exc:
                 log.warning("API migration %s: %s", command, exc)
                 return error_response(503, str(exc))
-            log.info("API migration %s: %s", command, answer.get("message", ""))
-            return json_response({"ok": True, "message": answer.get("message", "")})
+            log.info("API migration %s: %s", command, response.get("message", ""))
+            return json_response({"ok": True, "message": response.get("message", "")})
 
         return handler
 

@@ -133,7 +133,7 @@ class FrameHandler:
         now_ms = int(now_s * 1000)
         dedup_id, note, ttl_s = metadata.message_id, "", None
         until = self.shard.ctx.identity.get(broadcaster) if kind == "notification" else None
-        if until is not None and until <= 0 or until is not None and until > now_ms:
+        if until is not None and (until <= 0 or until > now_ms):
             # Two transports deliver this channel's events with different message ids: dedup on the
             # event itself. In the parallel run (0) also note the copy for the comparison.
             identity = event_identity(subscription.type, subscription.version, event, broadcaster)

@@ -2,9 +2,9 @@
 
 The plain WebSocket transport binds subscriptions to one session, made with a user token. So a
 `LegacySession` opens a socket, and right after `session_welcome` creates the subscriptions of every
-channel placed on its slot with `transport.method = websocket` and the new session id: Twitch closes a
-connection that has no subscription 10 s after the welcome, and it does not carry subscriptions over to
-a new session. On `session_reconnect` it dials the given URL, keeps reading the old socket until the
+channel placed on its slot, with `transport.method = websocket` and the new session id. Twitch closes
+a connection that has no subscription 10 s after the welcome, and it does not carry subscriptions over
+to a new session. On `session_reconnect` it dials the given URL, keeps reading the old socket until the
 new welcome, and creates nothing, since the subscriptions move with the session. A lost socket is
 replaced at once and every subscription created again.
 
@@ -23,15 +23,16 @@ import msgspec
 import redis.exceptions
 
 from common.backoff import Backoff
+from common.channels import LEGACY_MODES
 from common.errors import FleetError, HelixError
 from common.helix import HelixClient
 from common.keys import Keys
 from common.legacy import slot_name
 from common.log import ContextAdapter
 from common.models import Channel
-from coordinator.reconciler import condition_for, identity
+from common.subscriptions import Wanted, channel_subscriptions
 from .frames import FrameHandler
-from .session import Connection, SessionFailed, SessionState
+from .session import Connection, SessionFailed, SessionState, SocketHolder
 
 if TYPE_CHECKING:
     from .worker import WorkerContext
@@ -43,7 +44,7 @@ CREATE_CONCURRENCY = 8
 SESSION_GONE = "does not exist or has already disconnected"
 
 
-class LegacySession:
+class LegacySession(SocketHolder):
     """Keeps one legacy slot connected and its subscriptions created; `start()` runs it."""
 
     def __init__(self, slot: int, ctx: WorkerContext, helix: HelixClient) -> None:
@@ -177,33 +178,29 @@ class LegacySession:
 
     # -- subscriptions ------------------------------------------------------------------------
 
-    async def _desired_or_none(self) -> dict[str, tuple[str, str, dict[str, str]]] | None:
+    async def _desired_or_none(self) -> dict[str, Wanted] | None:
         try:
             return await self._desired()
         except (redis.exceptions.RedisError, OSError) as exc:
             self._log.warning("reading the legacy placements failed: %s", exc)
             return None
 
-    async def _desired(self) -> dict[str, tuple[str, str, dict[str, str]]]:
-        """Return identity -> (type, version, condition) for every channel placed on this slot."""
+    async def _desired(self) -> dict[str, Wanted]:
+        """Return subscription key -> (type, version, condition) for every channel placed on this slot."""
         client = self.ctx.control_redis
         placements = await client.hgetall(self.keys.legacy_slots)
         mine = [b.decode() for b, value in placements.items() if value.split(b":", 1)[0] == str(self.slot).encode()]
-        wanted: dict[str, tuple[str, str, dict[str, str]]] = {}
+        wanted: dict[str, Wanted] = {}
         if not mine:
             self.desired_count = 0
             return wanted
-        defaults = [f"{name}:{version}" for name, version in self.ctx.settings.event_types]
-        for broadcaster, raw in zip(mine, await client.hmget(self.keys.channels, mine)):
+        defaults = self.ctx.settings.default_types
+        for raw in await client.hmget(self.keys.channels, mine):
             if raw is None:
                 continue
             channel = _channel_decoder.decode(raw)
-            if channel.transport_mode not in ("websocket", "both"):
-                continue
-            for entry in channel.types or defaults:
-                type_, _, version = entry.partition(":")
-                condition = condition_for(type_, broadcaster)
-                wanted[identity(type_, version or "1", condition)] = (type_, version or "1", condition)
+            if channel.transport_mode in LEGACY_MODES:
+                wanted.update(channel_subscriptions(channel, defaults))
         self.desired_count = len(wanted)
         return wanted
 
@@ -226,7 +223,7 @@ class LegacySession:
         semaphore = asyncio.Semaphore(CREATE_CONCURRENCY)
         errors: list[str] = []
 
-        async def create(key: str, wanted: tuple[str, str, dict[str, str]]) -> None:
+        async def create(key: str, wanted: Wanted) -> None:
             async with semaphore:
                 if conn.closed:
                     return
@@ -283,38 +280,11 @@ class LegacySession:
         except (redis.exceptions.RedisError, OSError) as exc:
             self._log.warning("could not store the legacy connection status: %s", exc)
 
-    # -- callbacks from Connection and FrameHandler ---------------------------------------------
+    # -- session_reconnect ------------------------------------------------------------------------
 
-    def connection_ended(self, conn: Connection) -> None:
-        if conn is self.current and self._reconnecting is None and not self._closing:
-            self.state = SessionState.CONNECTING
-            self._lost.set()
-
-    def follow_reconnect(self, old: Connection, url: str) -> None:
-        if old is not self.current or self._reconnecting is not None or self._closing:
-            return
-        asyncio.create_task(self._follow_reconnect(old, url), name=f"{self.shard_id} reconnect")
-
-    async def _follow_reconnect(self, old: Connection, url: str) -> None:
+    async def _reconnect_followed(self, new: Connection) -> None:
         # The subscriptions move to the new connection with the session (EventSub WebSocket guide), so
         # nothing is created here.
-        new = Connection(self, url)
-        self._reconnecting = new
-        try:
-            await new.open()
-            await new.wait_welcome(self.ctx.settings.scaled(self.ctx.settings.legacy_first_subscription_s))
-        except SessionFailed as exc:
-            self._log.warning("following session_reconnect failed: %s", exc, extra={"session_id": old.session_id})
-            self._reconnecting = None
-            await new.close("reconnect failed")
-            if old.closed:
-                self.connection_ended(old)
-            return
-        self.current = new
-        self._reconnecting = None
         self._log.info("followed session_reconnect; %d subscriptions kept", len(self.subscriptions),
                        extra={"session_id": new.session_id})
-        await old.close("replaced by reconnect")
-        if new.closed:
-            self.connection_ended(new)
         await self._report()

@@ -141,7 +141,60 @@ class Connection:
             await asyncio.gather(self._reader, return_exceptions=True)
 
 
-class ShardSession:
+class SocketHolder:
+    """What a conduit shard and a legacy connection share: noticing a lost socket, and following
+    `session_reconnect` by dialing the new URL while the old socket keeps reading until the new welcome.
+
+    Subclasses set `shard_id`, `ctx`, `current`, `_reconnecting`, `_lost`, `_closing` and `_log`.
+    """
+
+    shard_id: str
+    ctx: WorkerContext
+    current: Connection | None
+    state: SessionState
+
+    def connection_ended(self, conn: Connection) -> None:
+        """Called by a connection's reader when its socket is gone."""
+        if conn is self.current and self._reconnecting is None and not self._closing:
+            self.state = SessionState.CONNECTING
+            self._lost.set()
+
+    def follow_reconnect(self, old: Connection, url: str) -> None:
+        if old is not self.current or self._reconnecting is not None or self._closing:
+            return
+        asyncio.create_task(self._follow_reconnect(old, url), name=f"{self.shard_id} reconnect")
+
+    async def _follow_reconnect(self, old: Connection, url: str) -> None:
+        # Dial reconnect_url unmodified and keep reading the old socket until the new welcome
+        # (EventSub WebSocket guide); closing the old one first loses the session (close code 4007).
+        new = Connection(self, url)
+        self._reconnecting = new
+        try:
+            await new.open()
+            session_id = await new.wait_welcome(self.ctx.settings.scaled(self.ctx.settings.bind_deadline_s))
+            await self._reconnect_welcomed(old, session_id)
+        except SessionFailed as exc:
+            self._log.warning("following session_reconnect failed: %s", exc, extra={"session_id": old.session_id})
+            self._reconnecting = None
+            await new.close("reconnect failed")
+            if old.closed:
+                self.connection_ended(old)
+            return
+        self.current = new
+        self._reconnecting = None
+        await self._reconnect_followed(new)
+        await old.close("replaced by reconnect")
+        if new.closed:
+            self.connection_ended(new)
+
+    async def _reconnect_welcomed(self, old: Connection, session_id: str) -> None:
+        """Run once the new socket of a reconnect is welcomed, before it replaces the old one."""
+
+    async def _reconnect_followed(self, new: Connection) -> None:
+        """Run once the new socket of a reconnect replaced the old one."""
+
+
+class ShardSession(SocketHolder):
     """Keeps one shard bound to a live session; `start()` runs it, `close()` stops it."""
 
     def __init__(self, shard_id: str, ctx: WorkerContext) -> None:
@@ -257,44 +310,14 @@ class ShardSession:
         metrics.BINDS.labels("ok").inc()
         self._log.info("bound", extra={"session_id": session_id})
 
-    def connection_ended(self, conn: Connection) -> None:
-        """Called by a connection's reader when its socket is gone."""
-        if conn is self.current and self._reconnecting is None and not self._closing:
-            self.state = SessionState.CONNECTING
-            self._lost.set()
+    async def _reconnect_welcomed(self, old: Connection, session_id: str) -> None:
+        if session_id != old.session_id:
+            self._log.info("reconnect brought a new session id; binding it", extra={"session_id": session_id})
+            await self._bind(session_id)
 
-    # -- session_reconnect ----------------------------------------------------------------------
-
-    def follow_reconnect(self, old: Connection, url: str) -> None:
-        if old is not self.current or self._reconnecting is not None or self._closing:
-            return
-        asyncio.create_task(self._follow_reconnect(old, url), name=f"shard {self.shard_id} reconnect")
-
-    async def _follow_reconnect(self, old: Connection, url: str) -> None:
-        # Dial reconnect_url unmodified and keep reading the old socket until the new welcome
-        # (EventSub WebSocket guide); closing the old one first loses the session (close code 4007).
-        new = Connection(self, url)
-        self._reconnecting = new
-        try:
-            await new.open()
-            session_id = await new.wait_welcome(self.ctx.settings.scaled(self.ctx.settings.bind_deadline_s))
-            if session_id != old.session_id:
-                self._log.info("reconnect brought a new session id; binding it", extra={"session_id": session_id})
-                await self._bind(session_id)
-        except SessionFailed as exc:
-            self._log.warning("following session_reconnect failed: %s", exc, extra={"session_id": old.session_id})
-            self._reconnecting = None
-            await new.close("reconnect failed")
-            if old.closed:
-                self.connection_ended(old)
-            return
-        self.current = new
-        self._reconnecting = None
+    async def _reconnect_followed(self, new: Connection) -> None:
         metrics.RECONNECTS.labels("session_reconnect").inc()
         self._log.info("followed session_reconnect", extra={"session_id": new.session_id})
-        await old.close("replaced by reconnect")
-        if new.closed:
-            self.connection_ended(new)
 
 
 def _cause_of(reason: str) -> str:

@@ -1,4 +1,4 @@
-"""Acceptance 3 of the migration issue: the legacy WebSocket mode's limits, on real processes.
+"""The legacy WebSocket mode's limits, on real processes.
 
 300 subscriptions per connection, 900 in all, and a dropped connection that re-creates its
 subscriptions on a new session within Twitch's 10 s.
@@ -48,7 +48,9 @@ async def test_legacy_limits_and_reconnect(fleet):
     with pytest.raises(LegacyCapacityError) as refused:
         await store.add([make_channel(ids[900], types=["stream.online:1"], transport_mode="websocket")])
     message = str(refused.value)
-    assert ids[900] in message and "900 of 900" in message and "conduit" in message
+    assert ids[900] in message
+    assert "900 of 900" in message
+    assert "conduit" in message
     assert await fleet.redis.hget(fleet.keys.channels, ids[900]) is None
     assert await fleet.redis.hget(fleet.keys.legacy_slots, ids[900]) is None
 

@@ -7,7 +7,7 @@ import orjson
 from common.identity import event_identity, is_content_hash, timestamp_ms
 
 
-def test_per_type_id_is_used_where_twitch_gives_one():
+def test_identity_uses_per_type_id():
     chat = orjson.dumps({"message_id": "abc-1", "broadcaster_user_id": "1", "message": {"text": "草"}})
     assert event_identity("channel.chat.message", "1", chat, "1") == "channel.chat.message:1:abc-1"
     online = orjson.dumps({"id": "9001", "broadcaster_user_id": "1", "type": "live"})
@@ -32,7 +32,7 @@ def test_hash_separates_type_version_and_content():
     assert len(keys) == 4
 
 
-def test_missing_or_empty_id_falls_back_to_the_hash():
+def test_identity_empty_id_hashed():
     event = b'{"id":"","broadcaster_user_id":"1"}'
     assert event_identity("stream.online", "1", event).startswith("stream.online:h:")
 
