@@ -27,7 +27,7 @@ from .errors import (
 from .models import (
     Conduit, Shard, ShardUpdate, Subscription, SubscriptionPage, UpdateShardsRequest, UpdateShardsResponse,
 )
-from .ratelimit import CircuitBreaker, RateLimiter
+from .ratelimit import CircuitBreaker, RateLimiter, Reservation
 from .settings import Settings
 from .token import AppTokenManager
 
@@ -183,12 +183,11 @@ class HelixClient:
             attempt += 1
             token = await self._tokens.get()
             self.breaker.before_call(method, path)
-            if self.limiter is not None:
-                await self.limiter.acquire()
+            reservation = await self.limiter.acquire() if self.limiter is not None else None
             try:
                 status, headers, body = await self._send(method, path, token, params, data)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                await self._observe(None)
+                await self._observe(None, reservation)
                 self.breaker.record_failure()
                 if attempt > self._max_retries:
                     self.consecutive_failures += 1
@@ -198,7 +197,7 @@ class HelixClient:
                 continue
             self._read_ratelimit(headers)
             real_rate_limit = status == 429 and self.ratelimit.remaining == 0
-            await self._observe(headers, rate_limited=real_rate_limit)
+            await self._observe(headers, reservation, rate_limited=real_rate_limit)
             HELIX_CALLS.labels(f"{method} {path}", str(status)).inc()
             if status >= 500:
                 self.breaker.record_failure()
@@ -230,9 +229,9 @@ class HelixClient:
                 self.consecutive_failures += 1
             raise _classify(status, message, method, path)
 
-    async def _observe(self, headers, *, rate_limited: bool = False) -> None:
+    async def _observe(self, headers, reservation: Reservation | None, *, rate_limited: bool = False) -> None:
         if self.limiter is not None:
-            await self.limiter.observe(headers, rate_limited=rate_limited)
+            await self.limiter.observe(headers, rate_limited=rate_limited, reservation=reservation)
 
     async def _send(self, method, path, token, params, data) -> tuple[int, Any, bytes]:
         headers = {

@@ -186,7 +186,8 @@ tokens = math.min(limit, tokens + math.max(0, now_ms - updated_ms) * per_ms)
 
 # ARGV: default limit, real ms per Twitch minute, points.
 # Reserves the points at once, so the bucket may go below 0, and returns the ms the caller must
-# wait before sending: callers queue in order instead of polling.
+# wait before sending (callers queue in order instead of polling) and the count of answers
+# observed so far, which the caller passes back with its own answer.
 RATE_ACQUIRE = _BUCKET_REFILL + """
 local points = tonumber(ARGV[3])
 tokens = tokens - points
@@ -194,19 +195,23 @@ local wait_ms = 0
 if tokens < 0 then wait_ms = math.ceil(-tokens / per_ms) end
 redis.call('HSET', KEYS[1], 'limit', limit, 'tokens', tostring(tokens), 'updated_ms', now_ms,
            'acquired', acquired + points)
-return wait_ms
+return {wait_ms, observed}
 """
 
 # ARGV: default limit, real ms per Twitch minute, header limit ('' when absent), header remaining
-# ('' when the call got no answer), header reset (Unix s), safety margin (points), 1 for a real 429.
+# ('' when the call got no answer), header reset (Unix s), safety margin (points), 1 for a real 429,
+# the answers observed when this call reserved its point ('' when unknown).
 # The server's `remaining` caps the bucket (minus the margin). It also raises a bucket that fell
-# behind, but only to what is left after the calls sent and not yet answered (`acquired - observed`).
+# behind, but only to what is left after the calls that `remaining` may not count yet: those not
+# answered when this call reserved its point, and those reserved since. An answer observed late,
+# after newer ones, then cannot raise the bucket above what Twitch has left.
 RATE_OBSERVE = _BUCKET_REFILL + """
 observed = observed + 1
 if ARGV[3] ~= '' then limit = tonumber(ARGV[3]) end
 if ARGV[4] ~= '' then
   local ceiling = tonumber(ARGV[4]) - tonumber(ARGV[6])
   local in_flight = math.max(0, acquired - observed)
+  if ARGV[8] ~= '' then in_flight = math.max(in_flight, acquired - tonumber(ARGV[8]) - 1) end
   if tokens > ceiling then
     tokens = ceiling
   elseif tokens < ceiling - in_flight then

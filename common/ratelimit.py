@@ -10,6 +10,7 @@ reserves a point before it is sent, and each response corrects the copy from the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import time
@@ -32,6 +33,14 @@ DEFAULT_LIMIT_PER_MIN = 800
 DEFAULT_MARGIN = 20
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reservation:
+    """What `RateLimiter.acquire` returns: the seconds waited, and the answers observed before it."""
+
+    waited_s: float
+    observed_before: int | None = None
+
+
 class RateLimiter:
     """The fleet's shared Helix token bucket; `acquire()` before a call, `observe()` after it."""
 
@@ -47,10 +56,12 @@ class RateLimiter:
         self._redis_failed = False
         self.waited_s = 0.0
 
-    async def acquire(self, points: int = 1) -> float:
-        """Reserve `points` and sleep until the bucket holds them; return the seconds waited."""
+    async def acquire(self, points: int = 1) -> Reservation:
+        """Reserve `points` and sleep until the bucket holds them; pass the result to `observe`."""
+        observed_before: int | None = None
         try:
-            wait_ms = int(await self._acquire(keys=[self._key], args=[self._default_limit, self._minute_ms, points]))
+            wait_ms, observed = await self._acquire(keys=[self._key], args=[self._default_limit, self._minute_ms, points])
+            wait_ms, observed_before = int(wait_ms), int(observed)
             self._redis_failed = False
         except (RedisError, OSError) as exc:
             # Without Redis, pace this process alone at the default rate; Twitch's 429 still protects.
@@ -61,10 +72,15 @@ class RateLimiter:
         if wait_ms > 0:
             self.waited_s += wait_ms / 1000
             await asyncio.sleep(wait_ms / 1000)
-        return wait_ms / 1000
+        return Reservation(wait_ms / 1000, observed_before)
 
-    async def observe(self, headers: Mapping[str, str] | None, *, rate_limited: bool = False) -> None:
-        """Correct the bucket from a response's `Ratelimit-*` headers; None for a call that got no response."""
+    async def observe(self, headers: Mapping[str, str] | None, *, rate_limited: bool = False,
+                      reservation: Reservation | None = None) -> None:
+        """Correct the bucket from a response's `Ratelimit-*` headers; None for a call that got no response.
+
+        `reservation` is what `acquire` returned for the call; without it, a late answer can raise
+        the bucket above what Twitch has left.
+        """
         limit, remaining, reset = "", "", "0"
         if headers is not None:
             try:
@@ -75,8 +91,10 @@ class RateLimiter:
                 log.warning("ignoring malformed Ratelimit headers: %r", {k: v for k, v in headers.items()
                                                                          if k.lower().startswith("ratelimit")})
                 limit, remaining, reset = "", "", "0"
+        observed_before = "" if reservation is None or reservation.observed_before is None \
+            else str(reservation.observed_before)
         args = [self._default_limit, self._minute_ms, limit, remaining, reset, self._margin,
-                "1" if rate_limited else "0"]
+                "1" if rate_limited else "0", observed_before]
         try:
             await self._observe(keys=[self._key], args=args)
         except (RedisError, OSError) as exc:

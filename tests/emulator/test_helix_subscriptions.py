@@ -133,6 +133,22 @@ async def test_ratelimit_refills_scaled(start_emulator) -> None:
     assert (await emu.helix("GET", "/eventsub/conduits")).status == 200
 
 
+async def test_observer_calls_spend_no_points_and_take_no_faults(start_emulator) -> None:
+    emu = await start_emulator(rate_limit_per_min=2, time_scale=1.0)
+    observer = {"Authorization": f"Bearer {emu.token}", "Client-Id": emu.settings.client_id,
+                "X-Emulator-Observer": "1"}
+    await emu.control("POST", "/faults", json={"method": "GET", "path": "/eventsub/conduits", "status": 503})
+    for _ in range(5):
+        watched = await emu.request("GET", f"{emu.base_url}/helix/eventsub/conduits", headers=observer)
+        assert watched.status == 200
+        assert watched.headers["Ratelimit-Remaining"] == "2"
+
+    # The fault and both points are still there for the client being watched.
+    assert (await emu.helix("GET", "/eventsub/conduits")).status == 503
+    assert (await emu.helix("GET", "/eventsub/conduits")).status == 200
+    assert (await emu.helix("GET", "/eventsub/conduits")).status == 429
+
+
 async def test_fault_helix_status(emu: EmulatorClient) -> None:
     conduit_id = await emu.create_conduit(1)
     fault = {"method": "PATCH", "path": "/eventsub/conduits/shards", "status": 500, "count": 1}

@@ -73,6 +73,23 @@ async def test_observe_keeps_room_for_calls_in_flight(redis_client: redis.Redis)
     assert float(snapshot["tokens"]) == pytest.approx(98, abs=0.2)
 
 
+async def test_late_answer_cannot_raise_bucket_above_twitch(redis_client: redis.Redis) -> None:
+    limiter = RateLimiter(redis_client, Keys(), time_scale=100.0, margin=0)
+    await redis_client.hset(Keys().ratelimit, mapping={"limit": 800, "tokens": 100})
+    late = await limiter.acquire()
+    # Twitch answered the first call with 99 left. 30 newer calls reach Twitch after it, and their
+    # answers are observed first: 69 points are left.
+    for remaining in range(98, 68, -1):
+        await limiter.observe(headers(800, remaining), reservation=await limiter.acquire())
+    await redis_client.hset(Keys().ratelimit, "tokens", "0")
+
+    # The first call's answer comes last and still says 99.
+    await limiter.observe(headers(800, 99), reservation=late)
+    snapshot = await limiter.snapshot()
+
+    assert float(snapshot["tokens"]) == pytest.approx(69, abs=0.2)
+
+
 async def test_two_limiters_share_bucket(redis_client: redis.Redis) -> None:
     first = RateLimiter(redis_client, Keys(), time_scale=100.0, margin=5)
     second = RateLimiter(redis_client, Keys(), time_scale=100.0, margin=5)
@@ -90,11 +107,12 @@ async def test_acquire_without_redis_paces_locally() -> None:
     client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     limiter = RateLimiter(client, Keys(), time_scale=0.01, default_limit=600)
     try:
-        waited_s = await limiter.acquire()
+        reservation = await limiter.acquire()
     finally:
         await client.aclose()
 
-    assert waited_s == pytest.approx(0.001, abs=0.0005)
+    assert reservation.waited_s == pytest.approx(0.001, abs=0.0005)
+    assert reservation.observed_before is None
 
 
 def test_breaker_opens_after_threshold() -> None:
