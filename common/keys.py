@@ -35,6 +35,7 @@ class Keys:
         self.shard_disabled_channel = f"{prefix}shard-disabled"
         self.resize_channel = f"{prefix}conduit:resize"
         self.ratelimit = f"{prefix}ratelimit"
+        self.user_ratelimit = f"{prefix}ratelimit:user"
         self.reconcile = f"{prefix}reconcile"
         self.entry_states = f"{prefix}subscription-states"
         self.user_token = f"{prefix}token:user"
@@ -186,8 +187,8 @@ tokens = math.min(limit, tokens + math.max(0, now_ms - updated_ms) * per_ms)
 
 # ARGV: default limit, real ms per Twitch minute, points.
 # Reserves the points at once, so the bucket may go below 0, and returns the ms the caller must
-# wait before sending (callers queue in order instead of polling) and the count of answers
-# observed so far, which the caller passes back with its own answer.
+# wait before sending (callers queue in order instead of polling) and the count of responses
+# observed so far, which the caller passes back with its own response.
 RATE_ACQUIRE = _BUCKET_REFILL + """
 local points = tonumber(ARGV[3])
 tokens = tokens - points
@@ -199,12 +200,12 @@ return {wait_ms, observed}
 """
 
 # ARGV: default limit, real ms per Twitch minute, header limit ('' when absent), header remaining
-# ('' when the call got no answer), header reset (Unix s), safety margin (points), 1 for a real 429,
-# the answers observed when this call reserved its point ('' when unknown).
+# ('' when the call got no response), header reset (Unix s), safety margin (points), 1 for a real 429,
+# the responses observed when this call reserved its point ('' when unknown).
 # The server's `remaining` caps the bucket (minus the margin). It also raises a bucket that fell
-# behind, but only to what is left after the calls that `remaining` may not count yet: those not
-# answered when this call reserved its point, and those reserved since. An answer observed late,
-# after newer ones, then cannot raise the bucket above what Twitch has left.
+# behind, but only to what is left after the calls that `remaining` may not count yet: those
+# without a response when this call reserved its point, and those reserved since. A response
+# observed late, after newer ones, then cannot raise the bucket above what Twitch has left.
 RATE_OBSERVE = _BUCKET_REFILL + """
 observed = observed + 1
 if ARGV[3] ~= '' then limit = tonumber(ARGV[3]) end

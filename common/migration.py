@@ -39,6 +39,7 @@ class MigrationState(msgspec.Struct, omit_defaults=False):
     soak_started_ms: int = 0
     baseline: dict[str, float] = {}
     paused_reason: str = ""
+    paused_reason_ja: str = ""
     started_at_ms: int = 0
     updated_at_ms: int = 0
     rollback: dict = {}
@@ -188,6 +189,7 @@ async def status_report(client: redis.Redis, settings: Settings, events: redis.R
                   "soak_seconds": settings.migration_soak_s,
                   "soak_remaining_s": _soak_remaining_s(state, settings, now_ms)},
         "paused_reason": state.paused_reason,
+        "paused_reason_ja": state.paused_reason_ja,
         "rollback": state.rollback,
         "fallback": state.fallback,
         "channels": counts,

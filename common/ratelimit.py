@@ -35,7 +35,7 @@ DEFAULT_MARGIN = 20
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reservation:
-    """What `RateLimiter.acquire` returns: the seconds waited, and the answers observed before it."""
+    """What `RateLimiter.acquire` returns: the seconds waited, and the responses observed before it."""
 
     waited_s: float
     observed_before: int | None = None
@@ -45,9 +45,11 @@ class RateLimiter:
     """The fleet's shared Helix token bucket; `acquire()` before a call, `observe()` after it."""
 
     def __init__(self, client: redis.Redis, keys: Keys, *, time_scale: float = 1.0,
-                 default_limit: int = DEFAULT_LIMIT_PER_MIN, margin: int = DEFAULT_MARGIN) -> None:
+                 default_limit: int = DEFAULT_LIMIT_PER_MIN, margin: int = DEFAULT_MARGIN,
+                 key: str | None = None) -> None:
         self._client = client
-        self._key = keys.ratelimit
+        # Twitch keeps another bucket for the user token's calls; `key` names its copy.
+        self._key = key or keys.ratelimit
         self._minute_ms = 60_000 * time_scale
         self._default_limit = default_limit
         self._margin = margin
@@ -57,7 +59,7 @@ class RateLimiter:
         self.waited_s = 0.0
 
     async def acquire(self, points: int = 1) -> Reservation:
-        """Reserve `points` and sleep until the bucket holds them; pass the result to `observe`."""
+        """Reserve `points` and sleep until the bucket contains them; pass the result to `observe`."""
         observed_before: int | None = None
         try:
             wait_ms, observed = await self._acquire(keys=[self._key], args=[self._default_limit, self._minute_ms, points])
@@ -78,7 +80,7 @@ class RateLimiter:
                       reservation: Reservation | None = None) -> None:
         """Correct the bucket from a response's `Ratelimit-*` headers; None for a call that got no response.
 
-        `reservation` is what `acquire` returned for the call; without it, a late answer can raise
+        `reservation` is what `acquire` returned for the call; without it, a late response can raise
         the bucket above what Twitch has left.
         """
         limit, remaining, reset = "", "", "0"

@@ -50,8 +50,21 @@ RESULT_TTL_S = 3600
 
 class Verdict(msgspec.Struct):
     rollback: bool
-    reasons: list[str]
+    reasons: list[tuple[str, str]]  # (English, Japanese), for the logs, the CLI and the dashboard
     summary: dict
+
+    def reason(self) -> tuple[str, str]:
+        return "; ".join(en for en, _ in self.reasons), "。".join(ja for _, ja in self.reasons)
+
+
+def pause(state: MigrationState, reason: str, reason_ja: str) -> None:
+    """Pause the migration with a reason in English and Japanese."""
+    state.status = "paused"
+    state.paused_reason, state.paused_reason_ja = reason, reason_ja
+
+
+def clear_pause(state: MigrationState) -> None:
+    state.paused_reason = state.paused_reason_ja = ""
 
 
 class MigrationController:
@@ -101,8 +114,7 @@ class MigrationController:
             # A paused batch still runs on both transports, so the rollback rules keep applying.
             verdict = await self._judge(state)
             if verdict.rollback:
-                await self._rollback(state, state.batch, "; ".join(verdict.reasons), automatic=True,
-                                     summary=verdict.summary)
+                await self._rollback(state, state.batch, verdict.reason(), automatic=True, summary=verdict.summary)
         await save_state(self._client, self._keys, state)
         return state
 
@@ -138,15 +150,14 @@ class MigrationController:
                                        "start again once they are back on the conduit")
             state.status = "running"
             state.stop_after_phase = int(command.get("phase") or 0)
-            state.paused_reason = ""
+            clear_pause(state)
             state.started_at_ms = state.started_at_ms or self._now_ms()
             target = f"through phase {state.stop_after_phase}" if state.stop_after_phase else "through the last phase"
             return f"migration running {target}"
         if name == "pause":
             if state.status != "running":
                 raise MigrationRefused(f"the migration is {state.status}, not running")
-            state.status = "paused"
-            state.paused_reason = "paused by an operator"
+            pause(state, "paused by an operator", "オペレーターが一時停止しました")
             return "migration paused; the current batch stays where it is, and the rollback rules still apply to it"
         if name == "resume":
             if state.status != "paused":
@@ -155,7 +166,7 @@ class MigrationController:
                 raise MigrationRefused("channels are on the legacy connections because the Conduits API failed; "
                                        "resume once they are back on the conduit")
             state.status = "running"
-            state.paused_reason = ""
+            clear_pause(state)
             return "migration resumed"
         if name == "rollback":
             channels = await self.store.list()
@@ -164,7 +175,8 @@ class MigrationController:
             if not ids:
                 raise MigrationRefused("no channel to roll back: none is in the parallel run"
                                        + (" or on the conduit" if command.get("all") else ""))
-            reason = "manual rollback of every channel" if command.get("all") else "manual rollback of the parallel run"
+            reason = (("manual rollback of every channel", "全チャンネルの手動ロールバック") if command.get("all")
+                      else ("manual rollback of the parallel run", "並行稼働中のチャンネルの手動ロールバック"))
             summary = summarize(self.comparison.totals, state.baseline) if state.baseline else {}
             await self._rollback(state, ids, reason, automatic=False, summary=summary)
             noun = "channel" if len(ids) == 1 else "channels"
@@ -195,9 +207,9 @@ class MigrationController:
         for finished in range(max(state.phase, 1), phase):
             if state.stop_after_phase and finished >= state.stop_after_phase:
                 state.phase = finished
-                state.status = "paused"
-                state.paused_reason = (f"phase {finished} ({targets[finished - 1]} %) reached; "
-                                       "`conduit-fleet migrate resume` continues")
+                pause(state, f"phase {finished} ({targets[finished - 1]} %) reached; `conduit-fleet migrate resume` continues",
+                      f"フェーズ {finished}（{targets[finished - 1]} %）に到達しました。"
+                      "`conduit-fleet migrate resume` で続行します")
                 state.stop_after_phase = 0
                 return
             state.phase = finished
@@ -205,7 +217,7 @@ class MigrationController:
         if phase > len(targets):
             state.phase = len(targets)
             state.status = "completed"
-            state.paused_reason = ""
+            clear_pause(state)
             self._record(state, "completed", [], {})
             log.info("migration complete: %d channels on the conduit", on_conduit)
             return
@@ -236,7 +248,7 @@ class MigrationController:
     async def _warm(self, state: MigrationState) -> None:
         verdict = await self._judge(state)
         if verdict.rollback:
-            await self._rollback(state, state.batch, "; ".join(verdict.reasons), automatic=True, summary=verdict.summary)
+            await self._rollback(state, state.batch, verdict.reason(), automatic=True, summary=verdict.summary)
             return
         now_ms = self._now_ms()
         if not state.batch_ready_ms:
@@ -253,7 +265,7 @@ class MigrationController:
     async def _soak(self, state: MigrationState) -> None:
         verdict = await self._judge(state)
         if verdict.rollback:
-            await self._rollback(state, state.batch, "; ".join(verdict.reasons), automatic=True, summary=verdict.summary)
+            await self._rollback(state, state.batch, verdict.reason(), automatic=True, summary=verdict.summary)
             return
         if self._now_ms() - state.soak_started_ms < self._settings.scaled(self._settings.migration_soak_s) * 1000:
             return
@@ -282,35 +294,43 @@ class MigrationController:
             conduit = summary["transports"]["conduit"]
             legacy = summary["transports"]["websocket"]
             if conduit["missed"] / compared >= settings.rollback_loss_ratio:
-                reasons.append(f"the conduit path missed {conduit['missed']} of {compared} events "
-                               f"({100 * conduit['missed'] / compared:.1f} %, limit {100 * settings.rollback_loss_ratio:.0f} %)")
+                share, limit = 100 * conduit["missed"] / compared, 100 * settings.rollback_loss_ratio
+                reasons.append((f"the conduit path missed {conduit['missed']} of {compared} events "
+                                f"({share:.1f} %, limit {limit:.0f} %)",
+                                f"Conduit 経路が {compared} 件中 {conduit['missed']} 件のイベントを取りこぼしました"
+                                f"（{share:.1f} %、上限 {limit:.0f} %）"))
             c_mean, l_mean = conduit["mean_latency_ms"], legacy["mean_latency_ms"]
             if (c_mean is not None and l_mean is not None and c_mean >= settings.rollback_latency_factor * l_mean
                     and c_mean - l_mean >= settings.rollback_latency_floor_ms):
-                reasons.append(f"the conduit path's mean latency is {c_mean:.0f} ms against {l_mean:.0f} ms on "
-                               f"websocket (limit {settings.rollback_latency_factor:g}x)")
+                factor = settings.rollback_latency_factor
+                reasons.append((f"the conduit path's mean latency is {c_mean:.0f} ms against {l_mean:.0f} ms on "
+                                f"websocket (limit {factor:g}x)",
+                                f"Conduit 経路の平均レイテンシが {c_mean:.0f} ms で、WebSocket の {l_mean:.0f} ms に対して"
+                                f"上限（{factor:g} 倍）に達しました"))
         now_ms = self._now_ms()
         since_ms = max(state.batch_started_ms, now_ms - int(settings.scaled(3600) * 1000))
         disconnects = await self._client.zcount(self._keys.disconnects("conduit"), since_ms, "+inf")
         if disconnects >= settings.rollback_disconnects_per_hour:
-            reasons.append(f"{disconnects} conduit sockets were lost since the batch started "
-                           f"(limit {settings.rollback_disconnects_per_hour} an hour)")
+            limit = settings.rollback_disconnects_per_hour
+            reasons.append((f"{disconnects} conduit sockets were lost since the batch started (limit {limit} an hour)",
+                            f"バッチ開始後に Conduit のソケットが {disconnects} 回切断されました（上限は 1 時間に {limit} 回）"))
         if self._helix.consecutive_failures >= settings.rollback_helix_failures:
-            reasons.append(f"{self._helix.consecutive_failures} Helix calls failed in a row "
-                           f"(limit {settings.rollback_helix_failures})")
+            failures, limit = self._helix.consecutive_failures, settings.rollback_helix_failures
+            reasons.append((f"{failures} Helix calls failed in a row (limit {limit})",
+                            f"Helix の呼び出しが {failures} 回続けて失敗しました（上限 {limit} 回）"))
         summary["conduit_disconnects"] = disconnects
         return Verdict(rollback=bool(reasons), reasons=reasons, summary=summary)
 
-    async def _rollback(self, state: MigrationState, ids: list[str], reason: str, *, automatic: bool,
+    async def _rollback(self, state: MigrationState, ids: list[str], reasons: tuple[str, str], *, automatic: bool,
                         summary: dict | None = None) -> None:
+        reason, reason_ja = reasons
         changed = await self.store.set_mode(ids, "websocket")
         now_ms = self._now_ms()
-        state.rollback = {"at_ms": now_ms, "reason": reason, "automatic": automatic, "channels": len(ids),
-                          "batch": state.batch_number, "phase": state.phase}
+        state.rollback = {"at_ms": now_ms, "reason": reason, "reason_ja": reason_ja, "automatic": automatic,
+                          "channels": len(ids), "batch": state.batch_number, "phase": state.phase}
         self._record(state, "rolled_back", ids, summary or {}, reason=reason)
         if state.status != "not_started":
-            state.status = "paused"
-            state.paused_reason = f"rolled back: {reason}"
+            pause(state, f"rolled back: {reason}", f"ロールバックしました: {reason_ja}")
         self._clear_batch(state)
         kind = "automatic" if automatic else "manual"
         if automatic:
@@ -323,7 +343,7 @@ class MigrationController:
             f"(reason: {reason}); the migration is paused (docs/migration.md, Rollback)",
             value=str(len(ids)),
             message_ja=f"{'自動' if automatic else '手動'}ロールバック: {len(changed)} チャンネルをレガシー WebSocket "
-                       f"接続に戻しました（理由: {reason}）。移行は一時停止中です")
+                       f"接続に戻しました（理由: {reason_ja}）。移行は一時停止中です")
 
     def _record(self, state: MigrationState, verdict: str, ids: list[str], summary: dict, reason: str = "") -> None:
         entry = {"at_ms": self._now_ms(), "phase": state.phase, "batch": state.batch_number, "verdict": verdict,
@@ -427,8 +447,8 @@ class MigrationController:
         state.fallback.update({"state": "active", "since_ms": now_ms, "channels": len(ids),
                                "left_on_conduit": len(channels) - len(ids)})
         if state.status == "running":
-            state.status = "paused"
-            state.paused_reason = "paused: the Conduits API failed and channels fell back to the legacy connections"
+            pause(state, "paused: the Conduits API failed and channels fell back to the legacy connections",
+                  "一時停止: Conduits API が失敗したため、チャンネルをレガシー接続へ移しました")
         minutes = settings.fallback_after_s / 60
         await self._alerts.fire(
             "conduit_fallback", "critical",

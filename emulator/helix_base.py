@@ -107,12 +107,11 @@ async def helix_middleware(request: web.Request, handler: Handler) -> web.Stream
     if state.helix_latency_ms > 0:
         await asyncio.sleep(state.helix_latency_ms / 1000)
     client_id = request.headers.get("Client-Id", "")
-    bucket = state.bucket(client_id) if client_id else None
     # A test harness that watches the fleet through Helix sends this header, so that its polling
     # neither spends the rate budget nor takes the injected faults of the fleet it watches.
     charge = request.headers.get(OBSERVER_HEADER) != "1"
 
-    response, fault = await _handle(state, faults, request, handler, client_id, path, bucket, charge)
+    response, fault, bucket = await _handle(state, faults, request, handler, client_id, path, charge)
     if bucket is not None:
         response.headers.update(bucket.headers())
     if fault is not None and fault.ratelimit_remaining is not None:
@@ -123,24 +122,25 @@ async def helix_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def _handle(
     state: EmulatorState, faults: FaultStore, request: web.Request, handler: Handler,
-    client_id: str, path: str, bucket: TokenBucket | None, charge: bool,
-) -> tuple[web.StreamResponse, HelixFault | None]:
+    client_id: str, path: str, charge: bool,
+) -> tuple[web.StreamResponse, HelixFault | None, TokenBucket | None]:
     token = _authenticate(state, request, client_id) if client_id else None
     if token is None:
-        return error_response(401, "Invalid OAuth token"), None
+        return error_response(401, "Invalid OAuth token"), None, None
     request[TOKEN_KEY] = token
-    if bucket is None or (charge and not bucket.try_take()):
+    bucket = state.bucket(client_id, token.user_id)
+    if charge and not bucket.try_take():
         state.counters.rate_limited += 1
-        return error_response(429, "rate limit exceeded"), None
+        return error_response(429, "rate limit exceeded"), None, bucket
     fault = faults.take_helix(request.method, path) if charge else None
     if fault is not None:
         if fault.body is not None:
-            return json_response(fault.body, fault.status), fault
-        return error_response(fault.status, fault.message or "injected fault"), fault
+            return json_response(fault.body, fault.status), fault, bucket
+        return error_response(fault.status, fault.message or "injected fault"), fault, bucket
     try:
-        return await handler(request), None
+        return await handler(request), None, bucket
     except HelixError as exc:
-        return error_response(exc.status, exc.message), None
+        return error_response(exc.status, exc.message), None, bucket
 
 
 def _log_call(

@@ -36,7 +36,7 @@ class EmulatorState:
         self.counters = Counters()
         self.token_store = TokenStore(settings)
         self.tokens = self.token_store.tokens
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self.conduits: dict[str, Conduit] = {}
         self.subscriptions: dict[str, Subscription] = {}
         self.conflicts: dict[tuple[Any, ...], str] = {}
@@ -87,12 +87,18 @@ class EmulatorState:
         """Return a ``message_timestamp`` with the digits that ``timestamp_digits`` sets."""
         return self.clock.now()
 
-    def bucket(self, client_id: str) -> TokenBucket:
-        bucket = self.buckets.get(client_id)
+    def bucket(self, client_id: str, user_id: str | None = None) -> TokenBucket:
+        """Return the rate-limit bucket of the client's app tokens, or of one user's tokens for it.
+
+        Twitch keeps one bucket per client ID for app-token requests and one per client ID and
+        user for user-token requests (API guide, "Twitch rate limits").
+        """
+        key = (client_id, user_id)
+        bucket = self.buckets.get(key)
         if bucket is None:
             per_min = self.settings.rate_limit_per_min
             bucket = TokenBucket(per_min, per_min / self.settings.real_s(60.0))
-            self.buckets[client_id] = bucket
+            self.buckets[key] = bucket
         return bucket
 
     # Conduits and shards

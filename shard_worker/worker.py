@@ -21,6 +21,7 @@ from common.alerts import Alerts
 from common.helix import HelixClient
 from common.keys import Keys
 from common.log import ContextAdapter
+from common.ratelimit import RateLimiter
 from common.redisconn import arq_redis, control_redis, events_redis
 from common.settings import Settings
 from common.tasks import cancel_and_wait, spawn
@@ -124,7 +125,10 @@ class ShardWorker:
         self.binder = BindClient(settings, self.arq, self.worker_id)
         self.ctx = WorkerContext(settings, self.worker_id, self.http, self.publisher, self.binder, self.watchdog)
         self.ctx.control_redis = self.redis
-        self.legacy_helix = HelixClient(settings, UserTokenManager(settings, self.redis, self.http), self.http)
+        # The legacy slots' calls use the user token, whose bucket every worker shares.
+        user_limiter = RateLimiter(self.redis, self.keys, time_scale=settings.time_scale, key=self.keys.user_ratelimit)
+        self.legacy_helix = HelixClient(settings, UserTokenManager(settings, self.redis, self.http), self.http,
+                                        limiter=user_limiter)
         await self._load_identity()
         self._metrics_runner = None
         self.metrics_port = 0

@@ -174,11 +174,20 @@ class Fleet:
 
     async def helix_as_user_count(self, user_id: str = "9999") -> int:
         """Return how many enabled plain WebSocket subscriptions the legacy user has on Twitch."""
+        return (await self._helix_as_user(user_id))[0]
+
+    async def user_points_left(self, user_id: str = "9999") -> int:
+        """Return the points left in the legacy user's rate-limit bucket on Twitch."""
+        return (await self._helix_as_user(user_id))[1]
+
+    async def _helix_as_user(self, user_id: str) -> tuple[int, int]:
         token = await self.control("POST", "/user-tokens", {"user_id": user_id})
-        headers = {"Authorization": f"Bearer {token['access_token']}", "Client-Id": DEV_CLIENT_ID}
+        headers = {"Authorization": f"Bearer {token['access_token']}", "Client-Id": DEV_CLIENT_ID,
+                   "X-Emulator-Observer": "1"}
         url = f"{self.emulator_url}/helix/eventsub/subscriptions"
         async with self.http.get(url, params={"status": "enabled"}, headers=headers) as response:
-            return int((await response.json())["total"])
+            total = int((await response.json())["total"])
+            return total, int(response.headers["Ratelimit-Remaining"])
 
     async def legacy_sessions(self) -> list[dict]:
         """Return the emulator's open sessions that carry plain WebSocket subscriptions."""

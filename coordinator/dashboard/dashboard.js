@@ -333,7 +333,7 @@
     const status = byId("migration-status");
     status.textContent = label("migration.status.", report.status);
     status.className = "badge migration-" + report.status;
-    byId("migration-paused").textContent = report.paused_reason || "";
+    byId("migration-paused").textContent = inLanguage(report.paused_reason, report.paused_reason_ja);
     let phase = report.phase
       ? t("migration.phaseValue", { phase: report.phase, count: report.phases.length, target: report.phase_target_percent })
       : t("migration.phaseNone");
@@ -363,8 +363,14 @@
     // A manual rollback before the first batch has no phase or batch to name.
     return t(rollback.batch ? "migration.rollbackValue" : "migration.rollbackNoBatch", {
       time: formatTime(rollback.at_ms), kind: t(rollback.automatic ? "migration.automatic" : "migration.manual"),
-      phase: rollback.phase, batch: rollback.batch, channels: formatNumber(rollback.channels), reason: rollback.reason,
+      phase: rollback.phase, batch: rollback.batch, channels: formatNumber(rollback.channels),
+      reason: inLanguage(rollback.reason, rollback.reason_ja),
     });
+  }
+
+  // The controller writes its reasons in both languages; older records have English only.
+  function inLanguage(english, japanese) {
+    return (state.lang === "ja" && japanese) || english || "";
   }
 
   function fallbackText(fallback) {

@@ -898,6 +898,23 @@ async def test_ratelimit_bucket_shared(start_emulator) -> None:
     assert ratelimit_values(second)["Ratelimit-Remaining"] == ratelimit_values(first)["Ratelimit-Remaining"] - 1
 
 
+async def test_ratelimit_user_tokens_have_own_buckets(start_emulator) -> None:
+    """API guide, rate limits: user-token requests use a bucket per client id and user, apart from the app's."""
+    emu = await start_emulator(time_scale=100, rate_limit_per_min=3)
+    first_user = await emu.user_token("501")
+    second_user = await emu.user_token("502")
+    for _ in range(3):
+        assert (await emu.helix("GET", "/eventsub/subscriptions", token=first_user)).status == 200
+    assert (await emu.helix("GET", "/eventsub/subscriptions", token=first_user)).status == 429
+
+    other_user = await emu.helix("GET", "/eventsub/subscriptions", token=second_user)
+    app = await emu.helix("GET", "/eventsub/conduits")
+    assert other_user.status == 200
+    assert ratelimit_values(other_user)["Ratelimit-Remaining"] == 2
+    assert app.status == 200
+    assert ratelimit_values(app)["Ratelimit-Remaining"] == 2
+
+
 # 6. App access token
 
 

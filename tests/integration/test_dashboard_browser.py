@@ -103,7 +103,10 @@ async def test_dashboard_shows_stats_migration_and_japanese(fleet, tmp_path):
             assert await page.text_content("section#migration h2") == "移行"
             assert await page.text_content("#migration-status") == "未開始"
             assert await page.text_content("#migration-phase") == "まだフェーズを開始していません"
-            assert "、手動、" in await page.text_content("#migration-rollback")
+            rollback_ja = await page.text_content("#migration-rollback")
+            assert "、手動、" in rollback_ja
+            assert rollback_ja.endswith(f"{len(LEGACY_IDS)} チャンネル：{report['rollback']['reason_ja']}")
+            assert report["rollback"]["reason_ja"] == "並行稼働中のチャンネルの手動ロールバック"
             assert await page.text_content("#legacy-used") == (
                 f"{report['legacy']['used']} / {report['legacy']['capacity']:,} サブスクリプションを配置済み")
             assert (await page.text_content("#migration-fallback")).startswith("発動していません")

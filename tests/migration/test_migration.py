@@ -134,6 +134,8 @@ async def test_rollback_when_the_conduit_drops_events(fleet):
     assert state.status == "paused"
     assert state.rollback["automatic"] is True
     assert "missed" in state.rollback["reason"], state.rollback
+    assert "取りこぼしました" in state.rollback["reason_ja"], state.rollback
+    assert state.paused_reason_ja.startswith("ロールバックしました: Conduit 経路が")
     assert state.rollback["channels"] == len(batch)
     modes = {c.broadcaster_user_id: c.transport_mode for c in await fleet.channel_store().list()}
     assert {modes[b] for b in batch} == {"websocket"}

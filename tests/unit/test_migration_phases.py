@@ -48,6 +48,7 @@ async def test_stop_after_phase_pauses_once(redis_client):
     assert state.status == "paused"
     assert state.phase == 1
     assert "phase 1 (10 %) reached" in state.paused_reason
+    assert "フェーズ 1（10 %）に到達しました" in state.paused_reason_ja
 
     state.status = "running"
     await controller._next_batch(state)
