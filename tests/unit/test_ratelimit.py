@@ -73,7 +73,7 @@ async def test_observe_keeps_room_for_calls_in_flight(redis_client: redis.Redis)
     assert float(snapshot["tokens"]) == pytest.approx(98, abs=0.2)
 
 
-async def test_late_answer_cannot_raise_bucket_above_twitch(redis_client: redis.Redis) -> None:
+async def test_late_response_cannot_raise_bucket_above_twitch(redis_client: redis.Redis) -> None:
     limiter = RateLimiter(redis_client, Keys(), time_scale=100.0, margin=0)
     await redis_client.hset(Keys().ratelimit, mapping={"limit": 800, "tokens": 100})
     late = await limiter.acquire()
