@@ -5,6 +5,7 @@ Everything listens on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
@@ -22,10 +23,21 @@ DEV_CLIENT_ID = "cf-dev-client"
 DEV_CLIENT_SECRET = "cf-dev-secret"
 
 
+# Ports that free_port() returned lately. The port is free only until its user binds it, and the
+# OS may offer it again before that, for example to the emulator and then to the API of one test.
+_handed_out: collections.deque[int] = collections.deque(maxlen=4096)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    """Return a loopback port that nothing listens on and that this process has not returned lately."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.append(port)
+            return port
+    raise FleetError("no free loopback port: the OS kept offering ports already handed out")
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
