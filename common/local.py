@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import shutil
 import signal
 import socket
@@ -26,18 +27,41 @@ DEV_CLIENT_SECRET = "cf-dev-secret"
 # Ports that free_port() returned lately. The port is free only until its user binds it, and the
 # OS may offer it again before that, for example to the emulator and then to the API of one test.
 _handed_out: collections.deque[int] = collections.deque(maxlen=4096)
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ports_below_ephemeral() -> range | None:
+    """Return the 10,000 ports just below the kernel's ephemeral range, or None if there is no room.
+
+    An outgoing connection takes its local port from the ephemeral range, so a port below it
+    cannot be taken by one between free_port() and the bind of the process that uses the port.
+    """
+    try:
+        low = int(_EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return range(low - 10_000, low) if low >= 11_024 else None
+
+
+def _try_bind(port: int) -> int | None:
+    """Bind `port` on the loopback address (0: any) and release it; return the port, or None if taken."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return None
+        return sock.getsockname()[1]
 
 
 def free_port() -> int:
     """Return a loopback port that nothing listens on and that this process has not returned lately."""
+    candidates = _ports_below_ephemeral()
     for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind((LOOPBACK, 0))
-            port = sock.getsockname()[1]
-        if port not in _handed_out:
+        port = _try_bind(random.choice(candidates) if candidates else 0)
+        if port is not None and port not in _handed_out:
             _handed_out.append(port)
             return port
-    raise FleetError("no free loopback port: the OS kept offering ports already handed out")
+    raise FleetError("no free loopback port: 100 tries found only ports in use or already handed out")
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
