@@ -28,10 +28,8 @@ from common.errors import FleetError, HelixError
 from common.helix import HelixClient
 from common.keys import Keys
 from common.legacy import slot_name
-from common.log import ContextAdapter
 from common.models import Channel
 from common.subscriptions import Wanted, channel_subscriptions
-from .frames import FrameHandler
 from .session import Connection, SessionFailed, SessionState, SocketHolder
 
 if TYPE_CHECKING:
@@ -47,15 +45,13 @@ SESSION_GONE = "does not exist or has already disconnected"
 class LegacySession(SocketHolder):
     """Keeps one legacy slot connected and its subscriptions created; `start()` runs it."""
 
+    CLOSE_REASON = "legacy slot closed"
+
     def __init__(self, slot: int, ctx: WorkerContext, helix: HelixClient) -> None:
+        super().__init__(slot_name(slot), ctx, log, slot_name(slot))
         self.slot = slot
-        self.shard_id = slot_name(slot)
-        self.ctx = ctx
         self.helix = helix
         self.keys = Keys(ctx.settings.key_prefix)
-        self.frames = FrameHandler(self)
-        self.state = SessionState.CONNECTING
-        self.current: Connection | None = None
         self.subscriptions: dict[str, str] = {}  # subscription identity -> Twitch subscription id
         self.desired_count = 0
         self.failures = 0
@@ -65,32 +61,13 @@ class LegacySession(SocketHolder):
         self.subscribed_at_ms = 0
         self.connected_at_ms = 0
         self.changed = asyncio.Event()
-        self._reconnecting: Connection | None = None
-        self._lost = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task | None = None
-        self._log = ContextAdapter(log, {"shard_id": self.shard_id, "worker_id": ctx.worker_id})
-
-    @property
-    def session_id(self) -> str:
-        return self.current.session_id if self.current else ""
 
     def __repr__(self) -> str:
         return f"<LegacySession {self.shard_id} {self.state.value} subscriptions={len(self.subscriptions)}>"
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"{self.shard_id}")
-
     async def close(self) -> None:
-        """Close the socket and stop; the session's subscriptions end with it on Twitch's side."""
-        self._closing = True
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for conn in (self.current, self._reconnecting):
-            if conn is not None:
-                await conn.close("legacy slot closed")
-        self.state = SessionState.CLOSED
+        """Close the socket, stop and report it; the session's subscriptions end with it on Twitch's side."""
+        await super().close()
         await self._report()
 
     # -- main loop ----------------------------------------------------------------------------

@@ -142,16 +142,47 @@ class Connection:
 
 
 class SocketHolder:
-    """What a conduit shard and a legacy connection share: noticing a lost socket, and following
-    `session_reconnect` by dialing the new URL while the old socket keeps reading until the new welcome.
+    """Base of a conduit shard's session and a legacy connection.
 
-    Subclasses set `shard_id`, `ctx`, `current`, `_reconnecting`, `_lost`, `_closing` and `_log`.
+    It runs the subclass's `_run()` as a task, notices a lost socket, and follows `session_reconnect`
+    by dialing the new URL while the old socket keeps reading until the new welcome.
     """
 
-    shard_id: str
-    ctx: WorkerContext
-    current: Connection | None
-    state: SessionState
+    CLOSE_REASON = "closed"
+
+    def __init__(self, shard_id: str, ctx: WorkerContext, logger: logging.Logger, task_name: str) -> None:
+        self.shard_id = shard_id
+        self.ctx = ctx
+        self.state = SessionState.CONNECTING
+        self.current: Connection | None = None
+        self.frames = FrameHandler(self)
+        self._reconnecting: Connection | None = None
+        self._lost = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._task_name = task_name
+        self._closing = False
+        self._log = ContextAdapter(logger, {"shard_id": shard_id, "worker_id": ctx.worker_id})
+
+    @property
+    def session_id(self) -> str:
+        return self.current.session_id if self.current else ""
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=self._task_name)
+
+    async def close(self) -> None:
+        """Close every socket and stop; idempotent."""
+        self._closing = True
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for conn in (self.current, self._reconnecting):
+            if conn is not None:
+                await conn.close(self.CLOSE_REASON)
+        self.state = SessionState.CLOSED
+
+    async def _run(self) -> None:
+        raise NotImplementedError
 
     def connection_ended(self, conn: Connection) -> None:
         """Called by a connection's reader when its socket is gone."""
@@ -197,41 +228,16 @@ class SocketHolder:
 class ShardSession(SocketHolder):
     """Keeps one shard bound to a live session; `start()` runs it, `close()` stops it."""
 
+    CLOSE_REASON = "shard closed"
+
     def __init__(self, shard_id: str, ctx: WorkerContext) -> None:
-        self.shard_id = shard_id
-        self.ctx = ctx
-        self.state = SessionState.CONNECTING
-        self.current: Connection | None = None
-        self.frames = FrameHandler(self)
+        super().__init__(shard_id, ctx, log, f"shard {shard_id}")
         self.binds = 0
         self.bind_failures = 0
         self.reconnects = 0
-        self._reconnecting: Connection | None = None
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._closing = False
-        self._log = ContextAdapter(log, {"shard_id": shard_id, "worker_id": ctx.worker_id})
-
-    @property
-    def session_id(self) -> str:
-        return self.current.session_id if self.current else ""
 
     def __repr__(self) -> str:
         return f"<ShardSession {self.shard_id} {self.state.value} session={self.session_id or '-'}>"
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"shard {self.shard_id}")
-
-    async def close(self) -> None:
-        """Close every socket of this shard and stop; idempotent."""
-        self._closing = True
-        if self._task is not None and self._task is not asyncio.current_task():
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        for conn in (self.current, self._reconnecting):
-            if conn is not None:
-                await conn.close("shard closed")
-        self.state = SessionState.CLOSED
 
     async def release(self, still_bound: Callable[[str], Awaitable[bool]], timeout_s: float) -> None:
         """Keep serving the current socket until the shard points elsewhere (or timeout), then close.
