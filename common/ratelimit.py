@@ -35,7 +35,7 @@ DEFAULT_MARGIN = 20
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Reservation:
-    """What `RateLimiter.acquire` returns: the seconds waited, and the responses observed before it."""
+    """The result of `RateLimiter.acquire`: the seconds waited and the count of responses observed before it."""
 
     waited_s: float
     observed_before: int | None = None
@@ -48,7 +48,7 @@ class RateLimiter:
                  default_limit: int = DEFAULT_LIMIT_PER_MIN, margin: int = DEFAULT_MARGIN,
                  key: str | None = None) -> None:
         self._client = client
-        # Twitch keeps another bucket for the user token's calls; `key` names its copy.
+        # Twitch keeps another bucket for the user token's calls, and `key` names the Redis copy of it.
         self._key = key or keys.ratelimit
         self._minute_ms = 60_000 * time_scale
         self._default_limit = default_limit
@@ -59,7 +59,7 @@ class RateLimiter:
         self.waited_s = 0.0
 
     async def acquire(self, points: int = 1) -> Reservation:
-        """Reserve `points` and sleep until the bucket contains them; pass the result to `observe`."""
+        """Reserve `points` and sleep until the bucket contains them. Pass the result to `observe`."""
         observed_before: int | None = None
         try:
             wait_ms, observed = await self._acquire(keys=[self._key], args=[self._default_limit, self._minute_ms, points])
@@ -78,9 +78,9 @@ class RateLimiter:
 
     async def observe(self, headers: Mapping[str, str] | None, *, rate_limited: bool = False,
                       reservation: Reservation | None = None) -> None:
-        """Correct the bucket from a response's `Ratelimit-*` headers; None for a call that got no response.
+        """Correct the bucket from a response's `Ratelimit-*` headers, or None for a call that got no response.
 
-        `reservation` is what `acquire` returned for the call; without it, a late response can raise
+        `reservation` is the result of `acquire` for the call. Without it, a late response can raise
         the bucket above what Twitch has left.
         """
         limit, remaining, reset = "", "", "0"

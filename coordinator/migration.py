@@ -50,7 +50,7 @@ RESULT_TTL_S = 3600
 
 class Verdict(msgspec.Struct):
     rollback: bool
-    reasons: list[tuple[str, str]]  # (English, Japanese), for the logs, the CLI and the dashboard
+    reasons: list[tuple[str, str]]  # (English, Japanese): the Japanese text is for the Japanese dashboard
     summary: dict
 
     def reason(self) -> tuple[str, str]:

@@ -66,7 +66,7 @@ class LegacySession(SocketHolder):
         return f"<LegacySession {self.shard_id} {self.state.value} subscriptions={len(self.subscriptions)}>"
 
     async def close(self) -> None:
-        """Close the socket, stop and report it; the session's subscriptions end with it on Twitch's side."""
+        """Close the socket, stop and report the state. Twitch ends the session's subscriptions with it."""
         await super().close()
         await self._report()
 

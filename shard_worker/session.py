@@ -171,7 +171,7 @@ class SocketHolder:
         self._task = asyncio.create_task(self._run(), name=self._task_name)
 
     async def close(self) -> None:
-        """Close every socket and stop; idempotent."""
+        """Close every socket and stop. A second call does nothing more."""
         self._closing = True
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()

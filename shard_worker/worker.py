@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import redis.asyncio as redis
@@ -140,8 +141,10 @@ class ShardWorker:
         self._tasks = [
             spawn(self._heartbeat_loop(), "worker heartbeat", on_crash=self._crashed),
             spawn(self._listen_loop(), "worker pubsub", on_crash=self._crashed),
-            spawn(self._assignment_loop(), "worker assignment", on_crash=self._crashed),
-            spawn(self._identity_loop(), "worker identity dedup", on_crash=self._crashed),
+            spawn(self._reload_loop(self._assignment_changed, self._apply_assignment, "the assignment"),
+                  "worker assignment", on_crash=self._crashed),
+            spawn(self._reload_loop(self._identity_changed, self._load_identity, "cf:dedup-identity"),
+                  "worker identity dedup", on_crash=self._crashed),
         ]
         self._log.info("worker started; publishing to %d partitions", settings.stream_partitions)
 
@@ -333,18 +336,19 @@ class ShardWorker:
         raw = await self.redis.hgetall(self.keys.identity_dedup)
         self.ctx.identity = {broadcaster.decode(): int(until) for broadcaster, until in raw.items()}
 
-    async def _identity_loop(self) -> None:
+    async def _reload_loop(self, changed: asyncio.Event, load: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run `load` when `changed` is set by a pub/sub message, and at least once a heartbeat."""
         interval_s = self.settings.scaled(self.settings.worker_heartbeat_s)
         while True:
             try:
-                await asyncio.wait_for(self._identity_changed.wait(), interval_s)
+                await asyncio.wait_for(changed.wait(), interval_s)
             except asyncio.TimeoutError:
                 pass
-            self._identity_changed.clear()
+            changed.clear()
             try:
-                await self._load_identity()
+                await load()
             except (redis.exceptions.RedisError, OSError) as exc:
-                self._log.warning("reading cf:dedup-identity failed: %s", exc)
+                self._log.warning("reading %s failed: %s", what, exc)
 
     def _on_command(self, data: bytes) -> None:
         command, _, shard_id = data.decode().partition(":")
@@ -353,19 +357,6 @@ class ShardWorker:
             session.reset("the leader saw the shard disabled")
         else:
             self._log.warning("ignoring unknown worker command %r", data[:100])
-
-    async def _assignment_loop(self) -> None:
-        interval_s = self.settings.scaled(self.settings.worker_heartbeat_s)
-        while True:
-            try:
-                await asyncio.wait_for(self._assignment_changed.wait(), interval_s)
-            except asyncio.TimeoutError:
-                pass
-            self._assignment_changed.clear()
-            try:
-                await self._apply_assignment()
-            except (redis.exceptions.RedisError, OSError) as exc:
-                self._log.warning("reading the assignment failed: %s", exc)
 
     def _bound_checker(self, shard_id: str):
         async def still_bound(session_id: str) -> bool:

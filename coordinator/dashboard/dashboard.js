@@ -368,7 +368,7 @@
     });
   }
 
-  // The controller writes its reasons in both languages; older records have English only.
+  // The controller writes its reasons in both languages, but records from older versions have English only.
   function inLanguage(english, japanese) {
     return (state.lang === "ja" && japanese) || english || "";
   }

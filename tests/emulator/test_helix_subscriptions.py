@@ -133,7 +133,7 @@ async def test_ratelimit_refills_scaled(start_emulator) -> None:
     assert (await emu.helix("GET", "/eventsub/conduits")).status == 200
 
 
-async def test_observer_calls_spend_no_points_and_take_no_faults(start_emulator) -> None:
+async def test_observer_calls_skip_bucket_and_faults(start_emulator) -> None:
     emu = await start_emulator(rate_limit_per_min=2, time_scale=1.0)
     observer = {"Authorization": f"Bearer {emu.token}", "Client-Id": emu.settings.client_id,
                 "X-Emulator-Observer": "1"}

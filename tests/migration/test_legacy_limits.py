@@ -63,8 +63,8 @@ async def test_legacy_limits_and_reconnect(fleet):
     assert stored == 900
 
     # Creating 900 took more than the user's 800 points a minute. A running service drops a
-    # connection long after its set-up, with the bucket full again, so wait for a full bucket
-    # (up to a minute of Twitch time): 300 creations cannot fit in 10 s of an empty one.
+    # connection long after its set-up, with the bucket refilled, so wait for 700 points (up to a
+    # minute of Twitch time). 300 creations cannot fit in 10 s of an empty bucket.
     async def bucket_refilled() -> bool:
         return await fleet.user_points_left() >= 700
 

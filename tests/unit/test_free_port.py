@@ -49,17 +49,17 @@ def test_port_below_ephemeral_range(fresh_history, monkeypatch, tmp_path) -> Non
         sock.bind((local.LOOPBACK, ports[-1]))
 
 
-def test_os_choice_when_no_room_below_range(fresh_history, monkeypatch, tmp_path) -> None:
+def test_os_port_without_room_below_range(fresh_history, monkeypatch, tmp_path) -> None:
     range_file = tmp_path / "ip_local_port_range"
     range_file.write_text("1024 65535\n")
     monkeypatch.setattr(local, "_EPHEMERAL_RANGE_FILE", range_file)
     monkeypatch.setattr(local.socket, "socket", _OfferedPorts([41000, 41000, 41000, 41001]))
 
-    # The OS may offer a port again before anything binds it; free_port() skips it.
+    # The OS may offer a port again before anything binds it, and free_port() skips it.
     assert [local.free_port(), local.free_port()] == [41000, 41001]
 
 
-def test_gives_up_with_a_clear_error(monkeypatch) -> None:
+def test_gives_up_after_100_tries(monkeypatch) -> None:
     monkeypatch.setattr(local, "_handed_out", local.collections.deque([41000], maxlen=16))
     monkeypatch.setattr(local, "_ports_below_ephemeral", lambda: None)
     monkeypatch.setattr(local.socket, "socket", _OfferedPorts([41000] * 100))

@@ -73,17 +73,17 @@ async def test_observe_keeps_room_for_calls_in_flight(redis_client: redis.Redis)
     assert float(snapshot["tokens"]) == pytest.approx(98, abs=0.2)
 
 
-async def test_late_response_cannot_raise_bucket_above_twitch(redis_client: redis.Redis) -> None:
+async def test_late_response_cannot_raise_bucket(redis_client: redis.Redis) -> None:
     limiter = RateLimiter(redis_client, Keys(), time_scale=100.0, margin=0)
     await redis_client.hset(Keys().ratelimit, mapping={"limit": 800, "tokens": 100})
     late = await limiter.acquire()
-    # Twitch answered the first call with 99 left. 30 newer calls reach Twitch after it, and their
-    # answers are observed first: 69 points are left.
+    # Twitch responded to the first call with 99 points left. 30 newer calls reach Twitch after it,
+    # and their responses are observed first, so 69 points are left.
     for remaining in range(98, 68, -1):
         await limiter.observe(headers(800, remaining), reservation=await limiter.acquire())
     await redis_client.hset(Keys().ratelimit, "tokens", "0")
 
-    # The first call's answer comes last and still says 99.
+    # The first call's response is observed last and still reports 99.
     await limiter.observe(headers(800, 99), reservation=late)
     snapshot = await limiter.snapshot()
 
